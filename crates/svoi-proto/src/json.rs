@@ -1,0 +1,279 @@
+//! The JSON form of decoded messages, with the key names and conventions of the reference's
+//! test vectors (§10): what `svoi decode` prints and what stored records and the API reuse.
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::flex::{FlexBody, FlexMessage};
+use crate::ntcb::{Command, Packet};
+use crate::record::{Core, ExtRecord, FieldValue, RawValue, Record, Value};
+use crate::session::{Body, Message};
+
+/// A float as JSON: finite values as numbers, others as `"NaN"`, `"inf"`, `"-inf"`.
+pub fn float(f: f64) -> Json {
+    if f.is_nan() {
+        json!("NaN")
+    } else if f.is_infinite() {
+        json!(if f > 0.0 { "inf" } else { "-inf" })
+    } else {
+        json!(f)
+    }
+}
+
+fn value(v: Value) -> Json {
+    match v {
+        Value::U(u) => json!(u),
+        Value::I(i) => json!(i),
+        Value::F(f) => float(f64::from(f)),
+    }
+}
+
+/// A raw field value: a number, or a flat list for composite fields.
+pub fn raw(r: &RawValue) -> Json {
+    match r {
+        RawValue::Scalar(v) => value(*v),
+        RawValue::List(l) => Json::Array(l.iter().map(|v| value(*v)).collect()),
+    }
+}
+
+/// A scaled field value: a number (or `null` for "no data"), or a list for composite fields.
+pub fn scaled(f: &FieldValue) -> Json {
+    let one = |v: Option<f64>| v.map_or(Json::Null, |x| if x.is_finite() { json!(x) } else { Json::Null });
+    let s = f.scaled();
+    match (&f.raw, s.as_slice()) {
+        (RawValue::Scalar(_), [v]) => one(*v),
+        _ => Json::Array(s.into_iter().map(one).collect()),
+    }
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// The convenience keys of a record core, only for the fields present.
+fn core_keys(c: &Core, o: &mut Map<String, Json>) {
+    let mut put = |k: &str, v: Option<Json>| {
+        if let Some(v) = v {
+            o.insert(k.to_string(), v);
+        }
+    };
+    put("index", c.index.map(|v| json!(v)));
+    put("event_code", c.event_code.map(|v| json!(v)));
+    put("event_time", c.event_time.map(|v| json!(v)));
+    put("gsm_level", c.gsm_level.map(|v| json!(v)));
+    put("nav_on", c.nav_on().map(|v| json!(v)));
+    put("valid", c.valid().map(|v| json!(v)));
+    put("satellites", c.satellites().map(|v| json!(v)));
+    put("fix_time", c.fix_time.map(|v| json!(v)));
+    put("latitude", c.latitude().map(|v| json!(round6(v))));
+    put("longitude", c.longitude().map(|v| json!(round6(v))));
+    put("altitude_m", c.altitude_m().map(|v| json!(v)));
+    put("speed_kmh", c.speed_kmh.map(|v| float(f64::from(v))));
+    put("course", c.course.map(|v| json!(v)));
+    put("odometer_km", c.odometer_km.map(|v| float(f64::from(v))));
+    put("power_mv", c.power_mv.map(|v| json!(v)));
+    put("battery_mv", c.battery_mv.map(|v| json!(v)));
+}
+
+/// A FLEX record: core keys, `fields` (number → raw value) and `values` (name → scaled value).
+pub fn record(r: &Record) -> Json {
+    let mut o = Map::new();
+    core_keys(r.core(), &mut o);
+    let mut fields = Map::new();
+    let mut values = Map::new();
+    for f in r.fields() {
+        fields.insert(f.def.number.to_string(), raw(&f.raw));
+        values.insert(f.def.name.to_string(), scaled(&f));
+    }
+    o.insert("fields".into(), Json::Object(fields));
+    o.insert("values".into(), Json::Object(values));
+    Json::Object(o)
+}
+
+/// An additional record of `~E`/`~X`.
+pub fn ext_record(r: &ExtRecord) -> Json {
+    let mut o = Map::new();
+    o.insert("size".into(), json!(r.size()));
+    o.insert("struct_version".into(), json!(r.struct_version));
+    o.insert("static_length".into(), json!(r.static_length()));
+    core_keys(&r.core, &mut o);
+    o.insert(
+        "raw".into(),
+        json!({
+            "nav_status": r.core.nav_status,
+            "latitude": r.core.latitude_raw,
+            "longitude": r.core.longitude_raw,
+            "altitude_dm": r.core.altitude_dm,
+        }),
+    );
+    if !r.static_extra.is_empty() {
+        o.insert("static_extra_hex".into(), json!(hex::encode(&r.static_extra)));
+    }
+    let dynamic: Vec<Json> = r
+        .dynamic
+        .iter()
+        .map(|d| {
+            let mut item = Map::new();
+            item.insert("type".into(), json!(d.kind));
+            item.insert("length".into(), json!(d.data.len()));
+            item.insert("data_hex".into(), json!(hex::encode(&d.data)));
+            if let Some(v) = d.value() {
+                item.insert("value".into(), json!(v));
+            }
+            Json::Object(item)
+        })
+        .collect();
+    o.insert("dynamic".into(), Json::Array(dynamic));
+    Json::Object(o)
+}
+
+fn ntcb(p: &Packet, o: &mut Map<String, Json>) {
+    let h = &p.header;
+    o.insert("preamble".into(), json!("@NTC"));
+    o.insert("receiver_id".into(), json!(h.receiver_id));
+    o.insert("sender_id".into(), json!(h.sender_id));
+    o.insert("length".into(), json!(h.length));
+    o.insert("csd".into(), json!(h.csd));
+    o.insert("csp".into(), json!(h.csp));
+    o.insert("header_ok".into(), json!(p.header_ok));
+    o.insert("body_ok".into(), json!(p.body_ok));
+    o.insert("checksum_ok".into(), json!(p.checksum_ok()));
+    if !p.checksum_ok() {
+        return;
+    }
+    let name = match &p.command {
+        Some(c) => c.name().map(str::to_string),
+        None => p.name.clone(),
+    };
+    o.insert("command".into(), json!(name));
+    let mut put = |k: &str, v: Json| {
+        o.insert(k.to_string(), v);
+    };
+    match &p.command {
+        None => {}
+        Some(Command::KeepAlive) => put("keepalive", json!(true)),
+        Some(Command::Handshake { imei }) => put("imei", json!(imei)),
+        Some(Command::FlexRequest(r)) => {
+            put("protocol", json!(r.protocol));
+            put("protocol_version", json!(r.protocol_version));
+            put("struct_version", json!(r.struct_version));
+            put("data_size", json!(r.data_size));
+            put("bitfield_hex", json!(hex::encode(&r.bitfield)));
+            put(
+                "fields_enabled",
+                json!(r.layout.mask().iter().collect::<Vec<u8>>()),
+            );
+            put("record_size", json!(r.layout.record_size()));
+            put("accepted", json!(r.accepted()));
+        }
+        Some(Command::FlexAnswer {
+            protocol,
+            protocol_version,
+            struct_version,
+        }) => {
+            put("protocol", json!(protocol));
+            put("protocol_version", json!(protocol_version));
+            put("struct_version", json!(struct_version));
+        }
+        Some(Command::RecordAnswer { record: r, .. }) => put("records", json!([record(r)])),
+        Some(Command::TmKey { data }) | Some(Command::S2u { data }) => {
+            put("data_hex", json!(hex::encode(data)));
+        }
+        Some(Command::Code { mode }) => put("mode", json!(mode)),
+        Some(Command::LegacyArchive { count, format }) => {
+            put("legacy", json!(true));
+            put("count", json!(count));
+            put("legacy_format", json!(format));
+        }
+        Some(Command::LegacyAlarm { format, index }) => {
+            put("legacy", json!(true));
+            put("legacy_format", json!(format));
+            put("index", json!(index));
+        }
+        Some(Command::Text { text, .. }) => put("text", json!(text)),
+    }
+}
+
+fn flex(m: &FlexMessage, len: usize, o: &mut Map<String, Json>) {
+    o.insert("type".into(), json!(m.kind.name()));
+    o.insert("length".into(), json!(len));
+    o.insert("crc".into(), json!(m.crc));
+    o.insert("crc_ok".into(), json!(m.crc_ok));
+    let mut put = |k: &str, v: Json| {
+        o.insert(k.to_string(), v);
+    };
+    match &m.body {
+        FlexBody::Archive { count, .. } | FlexBody::ExtArchive { count, .. } => {
+            put("count", json!(count));
+        }
+        FlexBody::Alarm { event_index, .. } | FlexBody::ExtAlarm { event_index, .. } => {
+            put("event_index", json!(event_index));
+        }
+        FlexBody::Current { .. } => {}
+        FlexBody::Notification {
+            module,
+            notification,
+            time,
+        } => {
+            put("module", json!(module));
+            put("notification", json!(notification));
+            put("time", json!(time));
+        }
+        FlexBody::Transparent {
+            module,
+            put_id,
+            data,
+        } => {
+            put("module", json!(module));
+            put("put_id", json!(put_id));
+            put("data_hex", json!(hex::encode(data)));
+        }
+        FlexBody::Unsupported { rejected } => put("rejected_hex", json!(hex::encode(rejected))),
+    }
+    match &m.body {
+        FlexBody::Archive { .. } | FlexBody::Alarm { .. } | FlexBody::Current { .. }
+            if m.crc_ok =>
+        {
+            put("records", Json::Array(m.records().iter().map(record).collect()));
+        }
+        FlexBody::ExtArchive { .. } | FlexBody::ExtAlarm { .. } if m.error.is_none() => {
+            put(
+                "records",
+                Json::Array(m.ext_records().iter().map(ext_record).collect()),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// One message as the decoder prints it. `bytes` are the message's bytes (the first
+/// `message.len` bytes of the buffer it was decoded from).
+pub fn message(m: &Message, bytes: &[u8]) -> Json {
+    let mut o = Map::new();
+    let kind = match m.body {
+        Body::Ntcb(_) => "ntcb",
+        Body::Flex(_) => "flex",
+        Body::Ping => "ping",
+        Body::Garbage => "garbage",
+        Body::Error(_) => "error",
+    };
+    o.insert("kind".into(), json!(kind));
+    o.insert("offset".into(), json!(m.offset));
+    match &m.body {
+        Body::Ntcb(p) => ntcb(p, &mut o),
+        Body::Flex(f) => flex(f, m.len, &mut o),
+        Body::Ping => {}
+        Body::Garbage => {
+            o.insert("skipped".into(), json!(m.len));
+            o.insert("data_hex".into(), json!(hex::encode(bytes)));
+        }
+        Body::Error(_) => {
+            o.insert("data_hex".into(), json!(hex::encode(bytes)));
+        }
+    }
+    if let Some(e) = m.error() {
+        o.insert("error".into(), json!(e.to_string()));
+    }
+    let reply = m.reply.map(|r| hex::encode(r.to_bytes())).unwrap_or_default();
+    o.insert("reply_hex".into(), json!(reply));
+    Json::Object(o)
+}
