@@ -19,7 +19,11 @@ const fn base_table() -> [u8; 256] {
         let mut crc = i as u8;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 0x80 != 0 { (crc << 1) ^ POLY } else { crc << 1 };
+            crc = if crc & 0x80 != 0 {
+                (crc << 1) ^ POLY
+            } else {
+                crc << 1
+            };
             bit += 1;
         }
         table[i] = crc;
@@ -84,7 +88,11 @@ pub fn crc16_xmodem(bytes: &[u8]) -> u16 {
     for &b in bytes {
         crc ^= u16::from(b) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -101,7 +109,11 @@ mod tests {
         for &b in bytes {
             crc ^= b;
             for _ in 0..8 {
-                crc = if crc & 0x80 != 0 { (crc << 1) ^ 0x31 } else { crc << 1 };
+                crc = if crc & 0x80 != 0 {
+                    (crc << 1) ^ 0x31
+                } else {
+                    crc << 1
+                };
             }
         }
         crc
@@ -125,9 +137,13 @@ mod tests {
 
     #[test]
     fn wayrecall_check_values() {
-        let a = hex::decode("7e54030000000300000001118e595a54018e595a54f1c47d4c03c59e71000000000000").unwrap();
+        let a =
+            hex::decode("7e54030000000300000001118e595a54018e595a54f1c47d4c03c59e71000000000000")
+                .unwrap();
         assert_eq!(crc8(&a), 0x6D);
-        let b = hex::decode("7e54020000000200000021118b715a54118b715a54f04c7c4c4c319e710000e0400200").unwrap();
+        let b =
+            hex::decode("7e54020000000200000021118b715a54118b715a54f04c7c4c4c319e710000e0400200")
+                .unwrap();
         assert_eq!(crc8(&b), 0x8D);
     }
 

@@ -65,7 +65,11 @@ pub fn keepalive(device_id: u32, server_id: u32) -> Result<Vec<u8>, EncodeError>
 }
 
 /// `*@C<record>`: a command answer carrying the current record.
-pub fn record_answer(device_id: u32, server_id: u32, record: &[u8]) -> Result<Vec<u8>, EncodeError> {
+pub fn record_answer(
+    device_id: u32,
+    server_id: u32,
+    record: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
     let mut body = b"*@C".to_vec();
     body.extend_from_slice(record);
     ntcb(device_id, server_id, &body)
@@ -113,7 +117,8 @@ fn finish(mut frame: Vec<u8>) -> Vec<u8> {
 
 /// `~A`: records already laid out by the session's mask (see [`record`]).
 pub fn archive<R: AsRef<[u8]>>(records: &[R]) -> Result<Vec<u8>, EncodeError> {
-    let count = u8::try_from(records.len()).map_err(|_| EncodeError::TooManyRecords(records.len()))?;
+    let count =
+        u8::try_from(records.len()).map_err(|_| EncodeError::TooManyRecords(records.len()))?;
     let mut f = vec![b'~', b'A', count];
     for r in records {
         f.extend_from_slice(r.as_ref());
@@ -138,7 +143,8 @@ pub fn current(record: &[u8]) -> Vec<u8> {
 
 /// `~E`: additional records.
 pub fn ext_archive(records: &[ExtRecord]) -> Result<Vec<u8>, EncodeError> {
-    let count = u8::try_from(records.len()).map_err(|_| EncodeError::TooManyRecords(records.len()))?;
+    let count =
+        u8::try_from(records.len()).map_err(|_| EncodeError::TooManyRecords(records.len()))?;
     let mut f = vec![b'~', b'E', count];
     for r in records {
         r.encode(&mut f)?;

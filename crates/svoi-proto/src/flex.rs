@@ -121,7 +121,10 @@ pub fn frame_len(
                 };
                 pos += 2 + usize::from(u16::from_le_bytes([lo, hi]));
                 if pos >= limit {
-                    return Err(DecodeError::FrameTooLarge { len: pos + 1, limit });
+                    return Err(DecodeError::FrameTooLarge {
+                        len: pos + 1,
+                        limit,
+                    });
                 }
             }
             pos + 1
@@ -247,9 +250,7 @@ impl FlexMessage {
     pub fn records(&self) -> &[Record] {
         match &self.body {
             FlexBody::Archive { records, .. } => records,
-            FlexBody::Alarm { record, .. } | FlexBody::Current { record } => {
-                record.as_slice()
-            }
+            FlexBody::Alarm { record, .. } | FlexBody::Current { record } => record.as_slice(),
             _ => &[],
         }
     }
@@ -385,7 +386,10 @@ mod tests {
             frame_len(b"~A\x01", None, 100),
             Err(DecodeError::NotNegotiated('A'))
         );
-        assert_eq!(frame_len(b"~Q", None, 100), Err(DecodeError::UnknownFlexType(b'Q')));
+        assert_eq!(
+            frame_len(b"~Q", None, 100),
+            Err(DecodeError::UnknownFlexType(b'Q'))
+        );
         assert_eq!(
             frame_len(b"~A\xff", Some(100), 1000),
             Err(DecodeError::FrameTooLarge {

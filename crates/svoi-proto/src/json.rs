@@ -37,7 +37,11 @@ pub fn raw(r: &RawValue) -> Json {
 
 /// A scaled field value: a number (or `null` for "no data"), or a list for composite fields.
 pub fn scaled(f: &FieldValue) -> Json {
-    let one = |v: Option<f64>| v.map_or(Json::Null, |x| if x.is_finite() { json!(x) } else { Json::Null });
+    let one = |v: Option<f64>| {
+        v.map_or(Json::Null, |x| {
+            if x.is_finite() { json!(x) } else { Json::Null }
+        })
+    };
     let s = f.scaled();
     match (&f.raw, s.as_slice()) {
         (RawValue::Scalar(_), [v]) => one(*v),
@@ -106,7 +110,10 @@ pub fn ext_record(r: &ExtRecord) -> Json {
         }),
     );
     if !r.static_extra.is_empty() {
-        o.insert("static_extra_hex".into(), json!(hex::encode(&r.static_extra)));
+        o.insert(
+            "static_extra_hex".into(),
+            json!(hex::encode(&r.static_extra)),
+        );
     }
     let dynamic: Vec<Json> = r
         .dynamic
@@ -233,7 +240,10 @@ fn flex(m: &FlexMessage, len: usize, o: &mut Map<String, Json>) {
         FlexBody::Archive { .. } | FlexBody::Alarm { .. } | FlexBody::Current { .. }
             if m.crc_ok =>
         {
-            put("records", Json::Array(m.records().iter().map(record).collect()));
+            put(
+                "records",
+                Json::Array(m.records().iter().map(record).collect()),
+            );
         }
         FlexBody::ExtArchive { .. } | FlexBody::ExtAlarm { .. } if m.error.is_none() => {
             put(
@@ -273,7 +283,74 @@ pub fn message(m: &Message, bytes: &[u8]) -> Json {
     if let Some(e) = m.error() {
         o.insert("error".into(), json!(e.to_string()));
     }
-    let reply = m.reply.map(|r| hex::encode(r.to_bytes())).unwrap_or_default();
+    let reply = m
+        .reply
+        .map(|r| hex::encode(r.to_bytes()))
+        .unwrap_or_default();
     o.insert("reply_hex".into(), json!(reply));
     Json::Object(o)
+}
+
+/// Checks a decoder output against an expectation the way the reference's vectors are compared
+/// (§10): every expected key present and equal, `fields` maps equal key for key, raw values
+/// inside `fields` equal as f32 (they are at most single precision, and the vectors print some
+/// with fewer digits), other numbers within 1e-6. The error names the first difference by path.
+pub fn conforms(path: &str, expect: &Json, actual: &Json) -> Result<(), String> {
+    matches(path, expect, actual, false)
+}
+
+fn matches(path: &str, expect: &Json, actual: &Json, exact: bool) -> Result<(), String> {
+    match (expect, actual) {
+        (Json::Object(e), Json::Object(a)) => {
+            if path.ends_with(".fields") {
+                let ek: Vec<_> = e.keys().collect();
+                let ak: Vec<_> = a.keys().collect();
+                if ek != ak {
+                    return Err(format!("{path}: field numbers {ek:?} != {ak:?}"));
+                }
+            }
+            for (k, ev) in e {
+                let av = a.get(k).ok_or_else(|| format!("{path}.{k}: missing"))?;
+                matches(&format!("{path}.{k}"), ev, av, exact || k == "fields")?;
+            }
+            Ok(())
+        }
+        (Json::Array(e), Json::Array(a)) => {
+            if e.len() != a.len() {
+                return Err(format!(
+                    "{path}: {} items expected, got {}",
+                    e.len(),
+                    a.len()
+                ));
+            }
+            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
+                matches(&format!("{path}[{i}]"), ev, av, exact)?;
+            }
+            Ok(())
+        }
+        (Json::Number(e), Json::Number(a)) => {
+            let same = match (e.as_i64(), a.as_i64(), e.as_u64(), a.as_u64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                _ => {
+                    let (x, y) = (
+                        e.as_f64().unwrap_or(f64::NAN),
+                        a.as_f64().unwrap_or(f64::NAN),
+                    );
+                    if exact {
+                        x as f32 == y as f32
+                    } else {
+                        (x - y).abs() <= 1e-6
+                    }
+                }
+            };
+            if same {
+                Ok(())
+            } else {
+                Err(format!("{path}: expected {e}, got {a}"))
+            }
+        }
+        _ if expect == actual => Ok(()),
+        _ => Err(format!("{path}: expected {expect}, got {actual}")),
+    }
 }

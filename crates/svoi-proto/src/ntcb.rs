@@ -43,7 +43,11 @@ impl Header {
 }
 
 /// Encodes an NTCB packet with both checksums.
-pub fn encode_packet(receiver_id: u32, sender_id: u32, body: &[u8]) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_packet(
+    receiver_id: u32,
+    sender_id: u32,
+    body: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     encode_packet_into(receiver_id, sender_id, body, &mut out)?;
     Ok(out)
@@ -99,7 +103,14 @@ impl FlexRequest {
 
     /// Parses the body after `*>FLEX` and decides the answer.
     pub fn parse(rest: &[u8]) -> Result<FlexRequest, DecodeError> {
-        let [protocol, protocol_version, struct_version, data_size, bitfield @ ..] = rest else {
+        let [
+            protocol,
+            protocol_version,
+            struct_version,
+            data_size,
+            bitfield @ ..,
+        ] = rest
+        else {
             return Err(DecodeError::FlexRequestTooShort(rest.len() + 6));
         };
         if *protocol != version::FLEX_PROTOCOL {
@@ -297,14 +308,13 @@ pub fn parse_body(body: &[u8], layout: Option<&Arc<RecordLayout>>) -> Result<Com
         });
     }
     for name in ["*@C", "*#A"] {
-        if let (Some(rest), Some(layout)) = (body.strip_prefix(name.as_bytes()), layout) {
-            if rest.len() == layout.record_size() {
-                let name = if name == "*@C" { "*@C" } else { "*#A" };
-                return Ok(Command::RecordAnswer {
-                    name,
-                    record: Record::decode(layout, rest),
-                });
-            }
+        if let (Some(rest), Some(layout)) = (body.strip_prefix(name.as_bytes()), layout)
+            && rest.len() == layout.record_size()
+        {
+            return Ok(Command::RecordAnswer {
+                name,
+                record: Record::decode(layout, rest),
+            });
         }
     }
     Ok(Command::Text {
@@ -394,10 +404,14 @@ mod tests {
 
     #[test]
     fn record_answer_needs_exact_record_size() {
-        let layout = Arc::new(RecordLayout::new(FieldMask::all_up_to(4)).unwrap_or_else(|e| panic!("{e}")));
+        let layout =
+            Arc::new(RecordLayout::new(FieldMask::all_up_to(4)).unwrap_or_else(|e| panic!("{e}")));
         let mut body = b"*@C".to_vec();
         body.extend_from_slice(&[0u8; 11]);
-        assert!(matches!(parse_body(&body, Some(&layout)), Ok(Command::RecordAnswer { .. })));
+        assert!(matches!(
+            parse_body(&body, Some(&layout)),
+            Ok(Command::RecordAnswer { .. })
+        ));
         let text = parse_body(b"*@CNCT_DRC OK", Some(&layout));
         assert!(matches!(text, Ok(Command::Text { ref prefix, .. }) if prefix == "*@"));
     }
@@ -405,7 +419,10 @@ mod tests {
     #[test]
     fn handshake_identifier_must_be_printable() {
         assert_eq!(parse_body(b"*>S:", None), Err(DecodeError::BadIdentifier));
-        assert_eq!(parse_body(b"*>S:12\x003", None), Err(DecodeError::BadIdentifier));
+        assert_eq!(
+            parse_body(b"*>S:12\x003", None),
+            Err(DecodeError::BadIdentifier)
+        );
         assert_eq!(parse_body(b"*>S", None), Err(DecodeError::BadIdentifier));
     }
 }

@@ -39,33 +39,33 @@ impl Value {
         }
     }
 
-    /// Appends the value as a `scalar` on the wire; fails when it does not fit.
-    pub fn write(self, scalar: Scalar, out: &mut Vec<u8>) -> Result<(), ()> {
+    /// Appends the value as a `scalar` on the wire; `None` when it does not fit.
+    pub fn write(self, scalar: Scalar, out: &mut Vec<u8>) -> Option<()> {
         match (scalar, self) {
             (Scalar::F32, Value::F(f)) => out.extend_from_slice(&f.to_le_bytes()),
-            (Scalar::F32, _) | (_, Value::F(_)) => return Err(()),
-            (Scalar::U8, v) => out.push(u8::try_from(v.as_i128()).map_err(drop)?),
-            (Scalar::I8, v) => out.push(i8::try_from(v.as_i128()).map_err(drop)? as u8),
+            (Scalar::F32, _) | (_, Value::F(_)) => return None,
+            (Scalar::U8, v) => out.push(u8::try_from(v.as_i128()).ok()?),
+            (Scalar::I8, v) => out.push(i8::try_from(v.as_i128()).ok()? as u8),
             (Scalar::U16, v) => {
-                out.extend_from_slice(&u16::try_from(v.as_i128()).map_err(drop)?.to_le_bytes())
+                out.extend_from_slice(&u16::try_from(v.as_i128()).ok()?.to_le_bytes())
             }
             (Scalar::I16, v) => {
-                out.extend_from_slice(&i16::try_from(v.as_i128()).map_err(drop)?.to_le_bytes())
+                out.extend_from_slice(&i16::try_from(v.as_i128()).ok()?.to_le_bytes())
             }
             (Scalar::U32, v) => {
-                out.extend_from_slice(&u32::try_from(v.as_i128()).map_err(drop)?.to_le_bytes())
+                out.extend_from_slice(&u32::try_from(v.as_i128()).ok()?.to_le_bytes())
             }
             (Scalar::I32, v) => {
-                out.extend_from_slice(&i32::try_from(v.as_i128()).map_err(drop)?.to_le_bytes())
+                out.extend_from_slice(&i32::try_from(v.as_i128()).ok()?.to_le_bytes())
             }
             (Scalar::U64, v) => {
-                out.extend_from_slice(&u64::try_from(v.as_i128()).map_err(drop)?.to_le_bytes())
+                out.extend_from_slice(&u64::try_from(v.as_i128()).ok()?.to_le_bytes())
             }
             (Scalar::I64, v) => {
-                out.extend_from_slice(&i64::try_from(v.as_i128()).map_err(drop)?.to_le_bytes())
+                out.extend_from_slice(&i64::try_from(v.as_i128()).ok()?.to_le_bytes())
             }
         }
-        Ok(())
+        Some(())
     }
 
     fn as_i128(self) -> i128 {
@@ -144,7 +144,7 @@ impl RawValue {
         }
         for (v, &scalar) in values.iter().zip(def.wire) {
             v.write(scalar, out)
-                .map_err(|()| EncodeError::BadValue(def.number))?;
+                .ok_or(EncodeError::BadValue(def.number))?;
         }
         Ok(())
     }
@@ -408,7 +408,9 @@ impl ExtRecord {
     pub fn decode(b: &[u8]) -> Result<ExtRecord, DecodeError> {
         let size = usize::from(u16::from_le_bytes([b[0], b[1]]));
         if size + 2 != b.len() {
-            return Err(DecodeError::BadAdditionalRecord("size does not match the frame"));
+            return Err(DecodeError::BadAdditionalRecord(
+                "size does not match the frame",
+            ));
         }
         if size < 2 {
             return Err(DecodeError::BadAdditionalRecord("shorter than its header"));
@@ -416,10 +418,14 @@ impl ExtRecord {
         let struct_version = b[2];
         let l = usize::from(b[3]);
         if l < usize::from(EXT_STATIC_LEN) {
-            return Err(DecodeError::BadAdditionalRecord("static part shorter than 37 bytes"));
+            return Err(DecodeError::BadAdditionalRecord(
+                "static part shorter than 37 bytes",
+            ));
         }
         if 2 + l > size {
-            return Err(DecodeError::BadAdditionalRecord("static part longer than the record"));
+            return Err(DecodeError::BadAdditionalRecord(
+                "static part longer than the record",
+            ));
         }
         let s = &b[4..4 + l];
         let core = Core {
@@ -440,11 +446,15 @@ impl ExtRecord {
         let mut rest = &b[4 + l..];
         while !rest.is_empty() {
             let [kind, len, tail @ ..] = rest else {
-                return Err(DecodeError::BadAdditionalRecord("dynamic item header cut short"));
+                return Err(DecodeError::BadAdditionalRecord(
+                    "dynamic item header cut short",
+                ));
             };
             let len = usize::from(*len);
             if tail.len() < len {
-                return Err(DecodeError::BadAdditionalRecord("dynamic item overruns the record"));
+                return Err(DecodeError::BadAdditionalRecord(
+                    "dynamic item overruns the record",
+                ));
             }
             dynamic.push(DynamicItem {
                 kind: *kind,
@@ -467,12 +477,7 @@ impl ExtRecord {
 
     /// The `size` field: bytes after the size itself.
     pub fn size(&self) -> usize {
-        2 + self.static_length()
-            + self
-                .dynamic
-                .iter()
-                .map(|d| 2 + d.data.len())
-                .sum::<usize>()
+        2 + self.static_length() + self.dynamic.iter().map(|d| 2 + d.data.len()).sum::<usize>()
     }
 
     /// Appends the record (size, header, static part, dynamic items) to `out`. Core values that

@@ -107,6 +107,9 @@ impl Message {
 }
 
 /// Result of one [`Session::decode`] call.
+// A `Step` is matched right away and never stored, so boxing the message would only add an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// The buffer holds no complete message yet; nothing was used.
@@ -281,9 +284,7 @@ impl Session {
             Command::LegacyArchive { count, .. } => {
                 answer(NtcbReply::LegacyArchive { count: *count })
             }
-            Command::LegacyAlarm { index, .. } => {
-                answer(NtcbReply::LegacyAlarm { index: *index })
-            }
+            Command::LegacyAlarm { index, .. } => answer(NtcbReply::LegacyAlarm { index: *index }),
             Command::KeepAlive
             | Command::FlexAnswer { .. }
             | Command::RecordAnswer { .. }
@@ -374,7 +375,9 @@ mod tests {
             device_id: 0,
             server_id: 1,
         });
-        let m = s.decode_eof(b"~A\x01\x00~C").unwrap_or_else(|| panic!("message"));
+        let m = s
+            .decode_eof(b"~A\x01\x00~C")
+            .unwrap_or_else(|| panic!("message"));
         assert_eq!(m.body, Body::Error(DecodeError::NotNegotiated('A')));
         assert_eq!(m.len, 4);
         assert!(m.sync_lost());

@@ -39,50 +39,6 @@ fn decode_all(session: &mut Session, bytes: &[u8]) -> (Vec<Json>, Vec<u8>) {
     (out, replies)
 }
 
-/// `actual` matches `expect`: every expected key present and equal; `fields` maps equal key
-/// for key; numbers inside `fields` equal as f32 (raw values are at most single precision,
-/// and the vectors print some with fewer digits), within 1e-6 elsewhere.
-fn matches(path: &str, expect: &Json, actual: &Json, exact: bool) -> Result<(), String> {
-    match (expect, actual) {
-        (Json::Object(e), Json::Object(a)) => {
-            if path.ends_with(".fields") {
-                let ek: Vec<_> = e.keys().collect();
-                let ak: Vec<_> = a.keys().collect();
-                if ek != ak {
-                    return Err(format!("{path}: field numbers {ek:?} != {ak:?}"));
-                }
-            }
-            for (k, ev) in e {
-                let av = a.get(k).ok_or_else(|| format!("{path}.{k}: missing"))?;
-                matches(&format!("{path}.{k}"), ev, av, exact || k == "fields")?;
-            }
-            Ok(())
-        }
-        (Json::Array(e), Json::Array(a)) => {
-            if e.len() != a.len() {
-                return Err(format!("{path}: {} items expected, got {}", e.len(), a.len()));
-            }
-            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
-                matches(&format!("{path}[{i}]"), ev, av, exact)?;
-            }
-            Ok(())
-        }
-        (Json::Number(e), Json::Number(a)) => {
-            let same = match (e.as_i64(), a.as_i64(), e.as_u64(), a.as_u64()) {
-                (Some(x), Some(y), _, _) => x == y,
-                (_, _, Some(x), Some(y)) => x == y,
-                _ => {
-                    let (x, y) = (e.as_f64().unwrap_or(f64::NAN), a.as_f64().unwrap_or(f64::NAN));
-                    if exact { x as f32 == y as f32 } else { (x - y).abs() <= 1e-6 }
-                }
-            };
-            if same { Ok(()) } else { Err(format!("{path}: expected {e}, got {a}")) }
-        }
-        _ if expect == actual => Ok(()),
-        _ => Err(format!("{path}: expected {expect}, got {actual}")),
-    }
-}
-
 fn check(v: &Json) -> Result<(), String> {
     let name = v["name"].as_str().unwrap_or("?");
     let mut session = Session::default();
@@ -105,7 +61,7 @@ fn check(v: &Json) -> Result<(), String> {
         ));
     }
     for (i, (e, a)) in expected.iter().zip(&messages).enumerate() {
-        matches(&format!("{name}[{i}]"), e, a, false)?;
+        json::conforms(&format!("{name}[{i}]"), e, a)?;
         if a.get("offset").is_none() {
             return Err(format!("{name}[{i}]: no offset"));
         }
@@ -122,16 +78,28 @@ fn every_vector_decodes_as_expected() {
     let all = vectors();
     assert_eq!(all.len(), 85, "the reference ships 85 vectors");
     let failures: Vec<String> = all.iter().filter_map(|v| check(v).err()).collect();
-    assert!(failures.is_empty(), "{} of {} vectors fail:\n{}", failures.len(), all.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors fail:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
 }
 
 /// The helper itself must be able to fail: a changed expectation is caught.
 #[test]
 fn check_detects_a_wrong_expectation() {
-    let mut v = vectors().into_iter().find(|v| v["name"] == "navis_flex10_T").unwrap_or_default();
+    let mut v = vectors()
+        .into_iter()
+        .find(|v| v["name"] == "navis_flex10_T")
+        .unwrap_or_default();
     v["expect"]["records"][0]["fields"]["12"] = serde_json::json!(930);
     assert!(check(&v).is_err());
-    v = vectors().into_iter().find(|v| v["name"] == "navis_flex10_T").unwrap_or_default();
+    v = vectors()
+        .into_iter()
+        .find(|v| v["name"] == "navis_flex10_T")
+        .unwrap_or_default();
     v["reply_hex"] = serde_json::json!("7e540400000018");
     assert!(check(&v).is_err());
 }
