@@ -1,6 +1,8 @@
 //! The built `svoi` binary driven like an operator drives it: every reference vector through
 //! `svoi decode`, exit codes, and errors on bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

@@ -61,7 +61,7 @@ fn parse_hex(text: &[u8]) -> Result<Vec<u8>> {
             char::from(*c)
         );
     }
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         bail!(
             "invalid hex input: odd number of hex digits ({})",
             digits.len()
