@@ -23,4 +23,4 @@ pub use error::{DecodeError, EncodeError};
 pub use mask::{FieldMask, RecordLayout};
 pub use record::{Core, ExtRecord, Record};
 pub use reply::Reply;
-pub use session::{Body, Message, Session, SessionConfig, Step};
+pub use session::{Body, Message, Messages, Session, SessionConfig, Step};

@@ -209,6 +209,16 @@ impl Session {
         }
     }
 
+    /// Decodes a complete capture: every message of `bytes` with the bytes it used, ending
+    /// with what [`Session::decode_eof`] reports for an incomplete tail. For tools and tests;
+    /// a server reading a socket calls [`Session::decode`] itself.
+    pub fn messages<'s, 'b>(&'s mut self, bytes: &'b [u8]) -> Messages<'s, 'b> {
+        Messages {
+            session: self,
+            rest: bytes,
+        }
+    }
+
     fn emit(&mut self, len: usize, body: Body, reply: Option<Reply>) -> Step {
         let offset = self.position;
         self.position += len as u64;
@@ -304,6 +314,27 @@ impl Session {
                 self.emit(n, Body::Flex(message), reply)
             }
         }
+    }
+}
+
+/// Iterator over the messages of a complete capture, from [`Session::messages`].
+#[derive(Debug)]
+pub struct Messages<'s, 'b> {
+    session: &'s mut Session,
+    rest: &'b [u8],
+}
+
+impl<'b> Iterator for Messages<'_, 'b> {
+    type Item = (Message, &'b [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let message = match self.session.decode(self.rest) {
+            Step::Message(m) => m,
+            Step::NeedMore => self.session.decode_eof(self.rest)?,
+        };
+        let (used, rest) = self.rest.split_at(message.len);
+        self.rest = rest;
+        Some((message, used))
     }
 }
 

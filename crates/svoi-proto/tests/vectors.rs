@@ -2,7 +2,7 @@
 //! what its `expect` says and gets exactly its `reply_hex`, through one `check` helper.
 
 use serde_json::Value as Json;
-use svoi_proto::{Session, Step, json};
+use svoi_proto::{Session, json};
 
 fn vectors() -> Vec<Json> {
     let text = include_str!("data/vectors.json");
@@ -21,20 +21,11 @@ fn unhex(s: &str) -> Vec<u8> {
 fn decode_all(session: &mut Session, bytes: &[u8]) -> (Vec<Json>, Vec<u8>) {
     let mut out = Vec::new();
     let mut replies = Vec::new();
-    let mut rest = bytes;
-    loop {
-        let message = match session.decode(rest) {
-            Step::Message(m) => m,
-            Step::NeedMore => match session.decode_eof(rest) {
-                Some(m) => m,
-                None => break,
-            },
-        };
-        out.push(json::message(&message, &rest[..message.len]));
+    for (message, used) in session.messages(bytes) {
+        out.push(json::message(&message, used));
         if let Some(r) = message.reply {
             r.encode_into(&mut replies);
         }
-        rest = &rest[message.len..];
     }
     (out, replies)
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use svoi_proto::{Session, Step, json};
+use svoi_proto::{Session, json};
 
 /// Arguments of `svoi decode`.
 #[derive(Debug, clap::Args)]
@@ -74,21 +74,11 @@ fn parse_hex(text: &[u8]) -> Result<Vec<u8>> {
 /// Decodes `bytes` as one device session, writing a JSON line per message. Returns whether any
 /// message failed.
 fn decode_to(bytes: &[u8], out: &mut impl Write) -> io::Result<bool> {
-    let mut session = Session::default();
-    let mut rest = bytes;
     let mut failed = false;
-    loop {
-        let message = match session.decode(rest) {
-            Step::Message(m) => m,
-            Step::NeedMore => match session.decode_eof(rest) {
-                Some(m) => m,
-                None => break,
-            },
-        };
+    for (message, used) in Session::default().messages(bytes) {
         failed |= message.error().is_some();
-        serde_json::to_writer(&mut *out, &json::message(&message, &rest[..message.len]))?;
+        serde_json::to_writer(&mut *out, &json::message(&message, used))?;
         out.write_all(b"\n")?;
-        rest = &rest[message.len..];
     }
     Ok(failed)
 }
