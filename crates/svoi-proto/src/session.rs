@@ -162,7 +162,7 @@ impl Session {
                 Some(p) => self.emit(p, Body::Garbage, None),
                 None => {
                     let skip = buf.len() - partial_preamble_suffix(buf);
-                    if skip >= self.config.max_frame {
+                    if skip > 0 && skip >= self.config.max_frame {
                         self.emit(skip, Body::Garbage, None)
                     } else {
                         Step::NeedMore
