@@ -32,7 +32,11 @@ fn readme_commands() -> Vec<String> {
 #[test]
 fn readme_opens_with_serve_and_test_commands_and_ci_runs_the_test_command() {
     let commands = readme_commands();
-    assert_eq!(commands.len(), 2, "two commands: serve and test: {commands:?}");
+    assert_eq!(
+        commands.len(),
+        2,
+        "two commands: serve and test: {commands:?}"
+    );
     assert!(commands[0].ends_with("serve"), "{commands:?}");
     let ci = read(".ci/run");
     let last = ci
@@ -40,9 +44,16 @@ fn readme_opens_with_serve_and_test_commands_and_ci_runs_the_test_command() {
         .rev()
         .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         .unwrap_or("");
-    assert_eq!(last.trim(), commands[1], ".ci/run must end with the README's test command");
+    assert_eq!(
+        last.trim(),
+        commands[1],
+        ".ci/run must end with the README's test command"
+    );
     let make = read("Makefile");
-    assert!(make.contains(&format!("\t{}\n", commands[1])), "make test runs it too");
+    assert!(
+        make.contains(&format!("\t{}\n", commands[1])),
+        "make test runs it too"
+    );
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
