@@ -42,10 +42,9 @@ pub fn scaled(f: &FieldValue) -> Json {
             if x.is_finite() { json!(x) } else { Json::Null }
         })
     };
-    let s = f.scaled();
-    match (&f.raw, s.as_slice()) {
-        (RawValue::Scalar(_), [v]) => one(*v),
-        _ => Json::Array(s.into_iter().map(one).collect()),
+    match &f.raw {
+        RawValue::Scalar(_) => one(f.scaled().next().flatten()),
+        RawValue::List(_) => Json::Array(f.scaled().map(one).collect()),
     }
 }
 

@@ -160,25 +160,17 @@ pub struct FieldValue {
 }
 
 impl FieldValue {
-    /// The value in the field's unit, per component: raw × scale, or `None` where the raw value
-    /// is the field's "no data" sentinel.
-    pub fn scaled(&self) -> Vec<Option<f64>> {
-        self.raw
-            .components()
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let applies = match self.def.no_data_on {
-                    NoDataOn::All => true,
-                    NoDataOn::Only(k) => usize::from(k) == i,
-                };
-                if applies && v.is_no_data(self.def.no_data) {
-                    None
-                } else {
-                    Some(v.as_f64() * self.def.scale)
-                }
-            })
-            .collect()
+    /// The value in the field's unit, per component in wire order: raw × scale, or `None`
+    /// where the raw value is the field's "no data" sentinel.
+    pub fn scaled(&self) -> impl Iterator<Item = Option<f64>> + '_ {
+        let def = self.def;
+        self.raw.components().iter().enumerate().map(move |(i, v)| {
+            let applies = match def.no_data_on {
+                NoDataOn::All => true,
+                NoDataOn::Only(k) => usize::from(k) == i,
+            };
+            (!(applies && v.is_no_data(def.no_data))).then(|| v.as_f64() * def.scale)
+        })
     }
 }
 
@@ -513,5 +505,73 @@ impl ExtRecord {
             out.extend_from_slice(&d.data);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::{self, RecordValues};
+    use crate::mask::FieldMask;
+
+    fn record_with(values: &[(u8, RawValue)]) -> Record {
+        let mask = FieldMask::from_fields(values.iter().map(|(n, _)| *n)).unwrap();
+        let layout = Arc::new(RecordLayout::new(mask).unwrap());
+        let map: RecordValues = values.iter().cloned().collect();
+        let mut bytes = Vec::new();
+        encode::record(&layout, &map, &mut bytes).unwrap();
+        Record::decode(&layout, &bytes)
+    }
+
+    fn scaled(r: &Record, n: u8) -> Vec<Option<f64>> {
+        r.field(n).unwrap().scaled().collect()
+    }
+
+    #[test]
+    fn scaled_values_apply_scale_and_no_data_rules() {
+        use RawValue::{List, Scalar as One};
+        let r = record_with(&[
+            (10, One(Value::I(33_450_746))),
+            (12, One(Value::I(1563))),
+            (38, One(Value::U(65531))),
+            (45, One(Value::I(-128))),
+            (46, One(Value::I(-12))),
+            (54, One(Value::F(-1.0))),
+            (68, One(Value::I(-1))),
+            (84, List(vec![Value::U(65510), Value::I(-5)])),
+            (163, One(Value::I(500))),
+        ]);
+        let lat = scaled(&r, 10)[0].unwrap();
+        assert!((lat - 55.751_243).abs() < 1e-6, "{lat}");
+        assert!((scaled(&r, 12)[0].unwrap() - 156.3).abs() < 1e-9);
+        assert_eq!(scaled(&r, 38), [None], "fuel sensor error code");
+        assert_eq!(scaled(&r, 45), [None], "1-Wire sensor not connected");
+        assert_eq!(scaled(&r, 46), [Some(-12.0)]);
+        assert_eq!(scaled(&r, 54), [None], "CAN fuel used not read");
+        assert_eq!(scaled(&r, 68), [None], "service distance not read");
+        assert_eq!(
+            scaled(&r, 84),
+            [None, Some(-5.0)],
+            "rule applies to the level only"
+        );
+        assert_eq!(scaled(&r, 163), [Some(25.0)]);
+        assert_eq!(r.core().latitude_raw, Some(33_450_746));
+        assert_eq!(r.core().altitude_m(), Some(156.3));
+    }
+
+    #[test]
+    fn values_that_do_not_fit_their_wire_type_are_refused() {
+        let layout = RecordLayout::new(FieldMask::from_fields([7]).unwrap()).unwrap();
+        let mut bytes = Vec::new();
+        let too_big: RecordValues = [(7, RawValue::Scalar(Value::U(256)))].into();
+        assert_eq!(
+            encode::record(&layout, &too_big, &mut bytes),
+            Err(EncodeError::BadValue(7))
+        );
+        let missing = RecordValues::new();
+        assert_eq!(
+            encode::record(&layout, &missing, &mut bytes),
+            Err(EncodeError::MissingField(7))
+        );
     }
 }
