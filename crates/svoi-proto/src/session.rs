@@ -9,7 +9,9 @@
 //! next `@NTC`. After it, a byte that starts no message, an unknown FLEX type or a telemetry
 //! frame before negotiation means framing is lost: the session reports an error covering the
 //! bytes up to the next plausible message start ([`Message::sync_lost`]); a server closes the
-//! connection, the `svoi decode` tool goes on from there.
+//! connection, the `svoi decode` tool goes on from there. How many bytes such an error covers
+//! depends on how much the caller had buffered (it never looks past the buffer's end), so
+//! unlike valid streams, lost-sync output is not independent of the chunking.
 
 use std::sync::Arc;
 

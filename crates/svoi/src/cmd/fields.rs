@@ -59,7 +59,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     format!("{}x", wire.len())
                 },
                 d.unit,
-                d.scale,
+                if d.scale.abs() < 1e-3 {
+                    format!("{:.4e}", d.scale)
+                } else {
+                    d.scale.to_string()
+                },
                 no_data(d.no_data, d.no_data_on),
                 d.description
             )
