@@ -169,3 +169,22 @@ fn fields_lists_the_whole_dictionary() {
     assert_eq!(got[9]["name"], "latitude");
     assert_eq!(got[9]["unit"], "deg");
 }
+
+/// The `svoi decode` example in README.md prints what the README shows.
+#[test]
+fn readme_decode_example_is_true() {
+    let readme = include_str!("../../../README.md");
+    let mut lines = readme.lines().skip_while(|l| !l.starts_with("$ echo '"));
+    let command = lines
+        .next()
+        .expect("README has a `$ echo '...' | svoi decode` example");
+    let printed = lines.next().expect("README shows the example's output");
+    let input = command
+        .strip_prefix("$ echo '")
+        .and_then(|c| c.split('\'').next())
+        .expect("quoted hex");
+    assert!(command.ends_with("| svoi decode --hex"), "{command}");
+    let out = svoi(&["decode", "--hex"], input.as_bytes());
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), printed);
+}
