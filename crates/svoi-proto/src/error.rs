@@ -69,6 +69,32 @@ pub enum DecodeError {
     Truncated(usize),
 }
 
+impl DecodeError {
+    /// A short stable code for the error's kind (`"crc8"`, `"out_of_sync"`, ...): a bounded set
+    /// fit for metric labels and for grouping stored decode errors.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::NtcbChecksum => "ntcb_checksum",
+            DecodeError::Crc8 => "crc8",
+            DecodeError::BadPreamble => "bad_preamble",
+            DecodeError::NotNegotiated(_) => "not_negotiated",
+            DecodeError::UnknownFlexType(_) => "unknown_flex_type",
+            DecodeError::OutOfSync(_) => "out_of_sync",
+            DecodeError::FrameTooLarge { .. } => "frame_too_large",
+            DecodeError::FlexRequestTooShort(_) => "flex_request_too_short",
+            DecodeError::UnknownProtocol(_) => "unknown_protocol",
+            DecodeError::UnsupportedVersion(_) => "unsupported_version",
+            DecodeError::MaskLength { .. } => "mask_length",
+            DecodeError::UnknownField(_) => "unknown_field",
+            DecodeError::FlexBeforeHandshake => "flex_before_handshake",
+            DecodeError::BadIdentifier => "bad_identifier",
+            DecodeError::BadAdditionalRecord(_) => "bad_additional_record",
+            DecodeError::BodyTooShort(_) => "body_too_short",
+            DecodeError::Truncated(_) => "truncated",
+        }
+    }
+}
+
 /// Why a record could not be encoded (simulator and tests only).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EncodeError {

@@ -353,3 +353,74 @@ fn matches(path: &str, expect: &Json, actual: &Json, exact: bool) -> Result<(), 
         _ => Err(format!("{path}: expected {expect}, got {actual}")),
     }
 }
+
+/// Field numbers with typed columns of their own in the store (index, event code, time, GSM,
+/// navigation state, fix time, position, altitude, speed, course, mileage, supply voltages);
+/// [`Values`] with `skip_core` leaves them out.
+pub const CORE_FIELDS: [u8; 14] = [1, 2, 3, 7, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20];
+
+/// The `values` object of a record (field name → scaled value, `null` for no data, a list for
+/// composite fields), serialized straight from the record bytes. The store keeps this for every
+/// record, so it avoids building a [`serde_json::Map`] per record.
+#[derive(Debug, Clone, Copy)]
+pub struct Values<'a> {
+    record: &'a Record,
+    skip_core: bool,
+}
+
+impl<'a> Values<'a> {
+    /// Every enabled field of `record`, or only the non-core ones when `skip_core`.
+    pub fn new(record: &'a Record, skip_core: bool) -> Self {
+        Values { record, skip_core }
+    }
+
+    /// The JSON text.
+    pub fn to_json_string(&self) -> String {
+        // Serializing numbers, strings and nulls into a `String` cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// A finite scaled number, or `null`.
+struct Scaled(Option<f64>);
+
+impl serde::Serialize for Scaled {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(x) if x.is_finite() => s.serialize_f64(x),
+            _ => s.serialize_unit(),
+        }
+    }
+}
+
+struct ScaledList<'f>(&'f FieldValue);
+
+impl serde::Serialize for ScaledList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(None)?;
+        for v in self.0.scaled() {
+            seq.serialize_element(&Scaled(v))?;
+        }
+        seq.end()
+    }
+}
+
+impl serde::Serialize for Values<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for f in self.record.fields() {
+            if self.skip_core && CORE_FIELDS.contains(&f.def.number) {
+                continue;
+            }
+            match &f.raw {
+                RawValue::Scalar(_) => {
+                    map.serialize_entry(f.def.name, &Scaled(f.scaled().next().flatten()))?
+                }
+                RawValue::List(_) => map.serialize_entry(f.def.name, &ScaledList(&f))?,
+            }
+        }
+        map.end()
+    }
+}

@@ -1,11 +1,16 @@
-//! The `svoi` binary: command-line parsing and exit codes. Each subcommand lives in its own
-//! module under `cmd/`; the libraries never exit the process or print.
+//! The `svoi` binary: command-line parsing, configuration, logging and exit codes. Each
+//! subcommand lives in its own module under `cmd/`; the libraries never exit the process,
+//! read the environment or print.
 //!
 //! Exit codes are part of the interface that scripts, cron and monitoring rely on: 0 success,
-//! 1 a check or decode found a problem, 2 usage or I/O error.
+//! 1 a check or decode found a problem, 2 usage, configuration or I/O error.
 
 mod cmd;
+mod config;
+mod telemetry;
+mod timearg;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,12 +19,25 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "svoi", version, about, propagate_version = true)]
 struct Cli {
+    /// Configuration file (TOML); also `SVOI_CONFIG`.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Database URL, e.g. `sqlite:./data/svoi.db` (config `db`, env `SVOI_DB`).
+    #[arg(long, global = true, value_name = "URL")]
+    db: Option<String>,
+    /// Log format: text or json (config `log.format`).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the device listener: sessions, durable storage, acknowledgements after commit.
+    ///
+    /// Stops on SIGTERM or SIGINT after in-flight commits are answered (exit 0).
+    Serve(cmd::serve::Args),
     /// Decode a captured device-to-server byte stream and print one JSON object per message.
     ///
     /// Session state (handshake, negotiated FLEX mask) is kept across messages exactly as the
@@ -28,6 +46,16 @@ enum Command {
     Decode(cmd::decode::Args),
     /// Print the FLEX field dictionary (number, name, size, wire type, unit, scale, no-data).
     Fields(cmd::fields::Args),
+    /// Decode archived raw frames again (after a decoder or dictionary fix) and report changes.
+    Reprocess(cmd::reprocess::Args),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
+    /// Simulate a fleet of devices against a server (tests, demos, smoke tests, benchmarks).
+    Sim(cmd::sim::Args),
+    /// Measure this machine.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -40,9 +68,30 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let mut overrides = config::Overrides::default()
+        .with("db", "--db", cli.db.as_deref())
+        .with("log.format", "--log-format", cli.log_format.as_deref());
+    if let Command::Serve(a) = &cli.command {
+        overrides = overrides.with("ingest.listen", "--listen", a.listen.as_deref());
+    }
+    let env = config::process_env();
+    let loaded = config::load(cli.config.as_deref(), &env, &overrides);
     let result = match cli.command {
         Command::Decode(args) => cmd::decode::run(&args),
         Command::Fields(args) => cmd::fields::run(&args),
+        Command::Sim(args) => cmd::sim::run(&args),
+        Command::Config(c) => cmd::config::run(&c, loaded),
+        command => match loaded {
+            Err(e) => Err(e),
+            Ok(loaded) => match command {
+                Command::Serve(_) => cmd::serve::run(&loaded),
+                Command::Reprocess(args) => cmd::reprocess::run(&args, &loaded),
+                Command::Bench(b) => cmd::bench::run(&b, &loaded),
+                Command::Decode(_) | Command::Fields(_) | Command::Sim(_) | Command::Config(_) => {
+                    unreachable!("handled above")
+                }
+            },
+        },
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,491 @@
+//! The ingest server over real loopback TCP against a real SQLite store: exact answers, no
+//! answer before the commit, no duplicates on resend, isolation of bad peers, graceful
+//! shutdown. A gate around the store stalls or fails commits on demand.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use svoi_ingest::{Committer, IngestConfig, Server};
+use svoi_proto::dictionary::{Scalar, lookup};
+use svoi_proto::encode::{self, RecordValues};
+use svoi_proto::record::{RawValue, Value};
+use svoi_proto::reply::NtcbReply;
+use svoi_proto::{FieldMask, RecordLayout, Reply};
+use svoi_store::{CommitReceipt, DbUrl, FrameRow, Store, StoreError, StoreOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const FIELDS: [u8; 9] = [1, 2, 3, 8, 9, 10, 11, 13, 45];
+const DEVICE_ID: u32 = 7;
+
+/// Holds commits until opened; can be told to fail them.
+#[derive(Clone, Default)]
+struct Gate {
+    state: Arc<(Mutex<bool>, Condvar)>,
+    fail: Arc<AtomicBool>,
+    commits: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    fn closed() -> Gate {
+        Gate::default()
+    }
+    fn open() -> Gate {
+        let g = Gate::default();
+        g.set(true);
+        g
+    }
+    fn set(&self, open: bool) {
+        let (m, c) = &*self.state;
+        *m.lock().unwrap() = open;
+        c.notify_all();
+    }
+}
+
+struct GatedStore {
+    store: Store,
+    gate: Gate,
+}
+
+impl Committer for GatedStore {
+    fn commit(&mut self, frames: &[FrameRow]) -> Result<CommitReceipt, StoreError> {
+        let (m, c) = &*self.gate.state;
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = c.wait(open).unwrap();
+        }
+        drop(open);
+        if self.gate.fail.load(Ordering::SeqCst) {
+            // A batch the store refuses as a whole: a frame with records and no device.
+            let mut bad = frames.to_vec();
+            bad.push(FrameRow {
+                imei: None,
+                ..frames[0].clone()
+            });
+            if let Some(f) = bad.last_mut() {
+                f.records = frames.iter().flat_map(|f| f.records.clone()).collect();
+                if f.records.is_empty() {
+                    f.records.push(svoi_store::DecodedRecord {
+                        kind: svoi_store::RecordKind::Archive,
+                        row: Default::default(),
+                    });
+                }
+            }
+            return self.store.commit(&bad);
+        }
+        self.gate.commits.fetch_add(1, Ordering::SeqCst);
+        self.store.commit(frames)
+    }
+}
+
+/// Opens the gate when dropped, so a failing test never leaves a commit blocked forever (the
+/// runtime waits for blocking tasks when it shuts down).
+struct OpenOnDrop(Gate);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+struct Fixture {
+    _guard: OpenOnDrop,
+    _dir: tempfile::TempDir,
+    url: DbUrl,
+    server: Server<GatedStore>,
+    gate: Gate,
+}
+
+async fn start(gate: Gate, tweak: impl FnOnce(&mut IngestConfig)) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url: DbUrl = format!("sqlite:{}", dir.path().join("t.db").display())
+        .parse()
+        .unwrap();
+    let store = Store::open(&url, &StoreOptions::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = IngestConfig {
+        listen: listener.local_addr().unwrap(),
+        ..IngestConfig::default()
+    };
+    tweak(&mut config);
+    let server = Server::start(
+        listener,
+        config,
+        GatedStore {
+            store,
+            gate: gate.clone(),
+        },
+    )
+    .unwrap();
+    Fixture {
+        _guard: OpenOnDrop(gate.clone()),
+        _dir: dir,
+        url,
+        server,
+        gate,
+    }
+}
+
+fn count(url: &DbUrl, sql: &str) -> i64 {
+    let DbUrl::Sqlite(path) = url;
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn layout() -> Arc<RecordLayout> {
+    Arc::new(RecordLayout::new(FieldMask::from_fields(FIELDS).unwrap()).unwrap())
+}
+
+/// Valid values for every field of the layout; index and time from `i`.
+fn record(layout: &RecordLayout, i: u32) -> Vec<u8> {
+    let mut values = RecordValues::new();
+    for n in FIELDS {
+        let def = lookup(n).unwrap();
+        let zero = |s: Scalar| match s {
+            Scalar::F32 => Value::F(0.0),
+            _ => Value::U(0),
+        };
+        let v = if def.wire.len() == 1 {
+            RawValue::Scalar(zero(def.wire[0]))
+        } else {
+            RawValue::List(def.wire.iter().map(|s| zero(*s)).collect())
+        };
+        values.insert(n, v);
+    }
+    values.insert(1, RawValue::Scalar(Value::U(u64::from(i))));
+    values.insert(3, RawValue::Scalar(Value::U(1_700_000_000 + u64::from(i))));
+    values.insert(8, RawValue::Scalar(Value::U(0b0010_0011)));
+    values.insert(10, RawValue::Scalar(Value::I(33_000_000 + i64::from(i))));
+    values.insert(11, RawValue::Scalar(Value::I(22_000_000)));
+    let mut out = Vec::new();
+    encode::record(layout, &values, &mut out).unwrap();
+    out
+}
+
+fn archive(from: u32, n: u32) -> Vec<u8> {
+    let l = layout();
+    let recs: Vec<Vec<u8>> = (from..from + n).map(|i| record(&l, i)).collect();
+    encode::archive(&recs).unwrap()
+}
+
+fn handshake_reply() -> Vec<u8> {
+    Reply::Ntcb {
+        receiver_id: DEVICE_ID,
+        sender_id: 0,
+        body: NtcbReply::Handshake,
+    }
+    .to_bytes()
+}
+
+fn flex_reply() -> Vec<u8> {
+    Reply::Ntcb {
+        receiver_id: DEVICE_ID,
+        sender_id: 0,
+        body: NtcbReply::Flex {
+            protocol_version: 0x0A,
+            struct_version: 0x0A,
+        },
+    }
+    .to_bytes()
+}
+
+async fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b))
+        .await
+        .expect("reply in time")
+        .expect("reply bytes");
+    b
+}
+
+/// Connects, handshakes and negotiates, checking both answers byte for byte.
+async fn device(addr: std::net::SocketAddr, imei: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&encode::handshake(DEVICE_ID, 0, imei).unwrap())
+        .await
+        .unwrap();
+    let want = handshake_reply();
+    assert_eq!(
+        read_exact(&mut s, want.len()).await,
+        want,
+        "handshake answer"
+    );
+    let mask = FieldMask::from_fields(FIELDS).unwrap();
+    s.write_all(&encode::flex_request(DEVICE_ID, 0, 0x0A, 0x0A, 69, &mask).unwrap())
+        .await
+        .unwrap();
+    let want = flex_reply();
+    assert_eq!(
+        read_exact(&mut s, want.len()).await,
+        want,
+        "negotiation answer"
+    );
+    s
+}
+
+/// Nothing arrives on `s` within `d` (the peer may neither answer nor close).
+async fn silent(s: &mut TcpStream, d: Duration) -> bool {
+    let mut b = [0u8; 1];
+    tokio::time::timeout(d, s.read(&mut b)).await.is_err()
+}
+
+#[tokio::test]
+async fn answers_are_byte_exact_and_records_are_stored() {
+    let f = start(Gate::open(), |_| {}).await;
+    let mut s = device(f.server.local_addr(), "860000000000001").await;
+    s.write_all(&archive(0, 3)).await.unwrap();
+    assert_eq!(
+        read_exact(&mut s, 4).await,
+        Reply::Archive { count: 3 }.to_bytes()
+    );
+    let alarm = encode::alarm(9, &record(&layout(), 3));
+    s.write_all(&alarm).await.unwrap();
+    assert_eq!(
+        read_exact(&mut s, 7).await,
+        Reply::Alarm { event_index: 9 }.to_bytes()
+    );
+    s.write_all(&encode::current(&record(&layout(), 4)))
+        .await
+        .unwrap();
+    assert_eq!(read_exact(&mut s, 3).await, vec![0x7E, 0x43, 0xB9]);
+    drop(s);
+    let (report, _) = f.server.shutdown(Duration::from_secs(5)).await;
+    assert!(report.clean);
+    assert_eq!(count(&f.url, "SELECT count(*) FROM v_records"), 4);
+    assert_eq!(count(&f.url, "SELECT count(*) FROM alarm_events"), 1);
+    assert_eq!(count(&f.url, "SELECT count(*) FROM current_states"), 1);
+    // Handshake, negotiation, ~A, ~T, ~C: every message archived raw.
+    assert_eq!(count(&f.url, "SELECT count(*) FROM raw_frames"), 5);
+    assert_eq!(
+        count(
+            &f.url,
+            "SELECT count(*) FROM v_records WHERE imei = '860000000000001' AND record_index = 2 AND event_time = '2023-11-14T22:13:22Z'"
+        ),
+        1
+    );
+}
+
+#[tokio::test]
+async fn no_answer_before_the_commit_and_one_after() {
+    let f = start(Gate::closed(), |_| {}).await;
+    // Handshake and negotiation say nothing about storage: they are answered while the
+    // writer is stalled.
+    let mut s = device(f.server.local_addr(), "860000000000002").await;
+    s.write_all(&archive(0, 5)).await.unwrap();
+    assert!(
+        silent(&mut s, Duration::from_millis(300)).await,
+        "answered before commit"
+    );
+    assert_eq!(f.gate.commits.load(Ordering::SeqCst), 0);
+    f.gate.set(true);
+    assert_eq!(
+        read_exact(&mut s, 4).await,
+        Reply::Archive { count: 5 }.to_bytes()
+    );
+    assert!(f.gate.commits.load(Ordering::SeqCst) >= 1);
+    assert_eq!(count(&f.url, "SELECT count(*) FROM records"), 5);
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_never_answered() {
+    let gate = Gate::open();
+    gate.fail.store(true, Ordering::SeqCst);
+    let f = start(gate, |_| {}).await;
+    let mut s = TcpStream::connect(f.server.local_addr()).await.unwrap();
+    s.write_all(&encode::handshake(DEVICE_ID, 0, "860000000000003").unwrap())
+        .await
+        .unwrap();
+    let want = handshake_reply();
+    assert_eq!(read_exact(&mut s, want.len()).await, want);
+    let mask = FieldMask::from_fields(FIELDS).unwrap();
+    s.write_all(&encode::flex_request(DEVICE_ID, 0, 0x0A, 0x0A, 69, &mask).unwrap())
+        .await
+        .unwrap();
+    let want = flex_reply();
+    assert_eq!(read_exact(&mut s, want.len()).await, want);
+    s.write_all(&archive(0, 2)).await.unwrap();
+    // The session closes without answering: EOF, and no byte before it.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("session closed in time")
+        .ok();
+    assert!(rest.is_empty(), "answered a failed commit: {rest:02x?}");
+    assert_eq!(count(&f.url, "SELECT count(*) FROM records"), 0);
+    assert!(f.server.stats().snapshot().commit_failures >= 1);
+}
+
+#[tokio::test]
+async fn resent_records_are_not_stored_twice() {
+    let f = start(Gate::open(), |_| {}).await;
+    for _ in 0..2 {
+        let mut s = device(f.server.local_addr(), "860000000000004").await;
+        s.write_all(&archive(0, 10)).await.unwrap();
+        assert_eq!(
+            read_exact(&mut s, 4).await,
+            Reply::Archive { count: 10 }.to_bytes()
+        );
+    }
+    // And a batch overlapping the stored ones.
+    let mut s = device(f.server.local_addr(), "860000000000004").await;
+    s.write_all(&archive(5, 10)).await.unwrap();
+    assert_eq!(
+        read_exact(&mut s, 4).await,
+        Reply::Archive { count: 10 }.to_bytes()
+    );
+    drop(s);
+    let stats = f.server.stats();
+    let (report, _) = f.server.shutdown(Duration::from_secs(5)).await;
+    assert!(report.clean);
+    assert_eq!(count(&f.url, "SELECT count(*) FROM v_records"), 15);
+    let s = stats.snapshot();
+    assert_eq!(s.duplicates, 15);
+    assert_eq!(s.records_stored, 15);
+}
+
+#[tokio::test]
+async fn bad_peers_do_not_disturb_a_good_one() {
+    let f = start(Gate::open(), |c| {
+        c.max_message_bytes = 4096;
+    })
+    .await;
+    let addr = f.server.local_addr();
+    // Garbage before a handshake, then silence.
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(&[0x55; 10_000]).await.unwrap();
+    // An oversized NTCB packet after a handshake: sync lost, that session closes.
+    let mut big = device(addr, "860000000000005").await;
+    let mut packet = svoi_proto::ntcb::encode_packet(0, DEVICE_ID, b"*>S:1").unwrap();
+    packet[12..14].copy_from_slice(&60_000u16.to_le_bytes());
+    big.write_all(&packet).await.unwrap();
+    // A corrupted ~A (bad CRC) on an otherwise healthy session: archived, not answered, and
+    // the session goes on.
+    let mut crc = device(addr, "860000000000006").await;
+    let mut bad = archive(0, 2);
+    let last = bad.len() - 1;
+    bad[last] ^= 0xFF;
+    crc.write_all(&bad).await.unwrap();
+    crc.write_all(&archive(0, 2)).await.unwrap();
+    assert_eq!(
+        read_exact(&mut crc, 4).await,
+        Reply::Archive { count: 2 }.to_bytes()
+    );
+    // A device that trickles a record one byte at a time.
+    let mut slow = device(addr, "860000000000007").await;
+    let slow_frame = archive(0, 1);
+    slow.write_all(&slow_frame[..1]).await.unwrap();
+    // The good device is served while the others misbehave.
+    let mut good = device(addr, "860000000000008").await;
+    for k in 0..20 {
+        good.write_all(&archive(k * 5, 5)).await.unwrap();
+        assert_eq!(
+            read_exact(&mut good, 4).await,
+            Reply::Archive { count: 5 }.to_bytes()
+        );
+        if (k as usize) < slow_frame.len() - 1 {
+            slow.write_all(&slow_frame[1 + k as usize..2 + k as usize])
+                .await
+                .unwrap();
+        }
+    }
+    slow.write_all(&slow_frame[(slow_frame.len() - 1).min(21)..])
+        .await
+        .unwrap();
+    assert_eq!(
+        read_exact(&mut slow, 4).await,
+        Reply::Archive { count: 1 }.to_bytes()
+    );
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), big.read_to_end(&mut rest))
+        .await
+        .expect("oversized session closed")
+        .ok();
+    assert!(rest.is_empty());
+    drop((garbage, big, crc, slow, good));
+    let stats = f.server.stats();
+    let (report, _) = f.server.shutdown(Duration::from_secs(5)).await;
+    assert!(report.clean);
+    assert_eq!(
+        count(
+            &f.url,
+            "SELECT count(*) FROM v_records WHERE imei = '860000000000008'"
+        ),
+        100
+    );
+    assert!(count(&f.url, "SELECT count(*) FROM decode_errors") >= 2);
+    assert!(
+        count(
+            &f.url,
+            "SELECT count(*) FROM raw_frames WHERE status = 'garbage'"
+        ) >= 1
+    );
+    assert!(stats.snapshot().sync_losses >= 1);
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_commits_answer() {
+    let f = start(Gate::closed(), |_| {}).await;
+    let mut s = device(f.server.local_addr(), "860000000000009").await;
+    s.write_all(&archive(0, 7)).await.unwrap();
+    assert!(silent(&mut s, Duration::from_millis(100)).await);
+    let gate = f.gate.clone();
+    let url = f.url.clone();
+    let addr = f.server.local_addr();
+    let dir = f._dir;
+    let shutdown = tokio::spawn(f.server.shutdown(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The listener is closed once shutdown started...
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    // ...while the frame in flight is still committed and answered.
+    gate.set(true);
+    assert_eq!(
+        read_exact(&mut s, 4).await,
+        Reply::Archive { count: 7 }.to_bytes()
+    );
+    let (report, committer) = shutdown.await.unwrap();
+    assert!(report.clean, "{report:?}");
+    assert!(committer.is_some());
+    assert_eq!(count(&url, "SELECT count(*) FROM records"), 7);
+    drop(dir);
+}
+
+#[tokio::test]
+async fn full_queue_stops_reading_and_drops_nothing() {
+    let f = start(Gate::closed(), |c| {
+        c.queue_capacity = 4;
+    })
+    .await;
+    let addr = f.server.local_addr();
+    let mask = FieldMask::from_fields(FIELDS).unwrap();
+    let mut devices = Vec::new();
+    for i in 0..5 {
+        // Each device sends handshake, negotiation and data at once, without waiting.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut bytes = encode::handshake(DEVICE_ID, 0, &format!("86000000000010{i}")).unwrap();
+        bytes.extend(encode::flex_request(DEVICE_ID, 0, 0x0A, 0x0A, 69, &mask).unwrap());
+        bytes.extend(archive(0, 4));
+        s.write_all(&bytes).await.unwrap();
+        devices.push(s);
+        if i == 0 {
+            // The writer takes the first device's frames and stalls on the closed gate; the
+            // other devices' frames then have only the queue.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The writer holds one batch and stalls, the queue is full, the rest wait unread.
+    let depth = f.server.stats().snapshot().queue_depth;
+    assert!(depth >= 4, "queue depth {depth}");
+    f.gate.set(true);
+    let mut want = handshake_reply();
+    want.extend(flex_reply());
+    want.extend(Reply::Archive { count: 4 }.to_bytes());
+    for s in &mut devices {
+        assert_eq!(read_exact(s, want.len()).await, want);
+    }
+    assert_eq!(count(&f.url, "SELECT count(*) FROM records"), 20);
+    assert_eq!(count(&f.url, "SELECT count(*) FROM raw_frames"), 15);
+}

@@ -1,0 +1,95 @@
+//! The store's error type, and which of its errors are worth retrying.
+
+use std::path::PathBuf;
+
+use rusqlite::ErrorCode;
+
+/// Everything the store can fail with. Messages are lowercase and name what an operator can
+/// act on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL is not one the store understands.
+    #[error("bad database url {0:?}: expected sqlite:PATH")]
+    BadUrl(String),
+    /// The URL names a backend this build cannot use yet.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A `synchronous` setting other than off, normal, full or extra.
+    #[error("bad synchronous mode {0:?}: expected off, normal, full or extra")]
+    BadSynchronous(String),
+    /// The database directory could not be created.
+    #[error("cannot create database directory {}: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
+    /// SQLite refused to switch the database to write-ahead logging (the file system may not
+    /// support the shared memory it needs).
+    #[error("cannot enable wal journal mode on {}: sqlite kept {mode:?}", path.display())]
+    NotWal {
+        /// The database file.
+        path: PathBuf,
+        /// The journal mode SQLite reported.
+        mode: String,
+    },
+    /// The database was written by a newer build with a schema this one does not know.
+    #[error(
+        "database schema version {found} is newer than this build knows ({known}): \
+         run a newer svoi or restore a backup"
+    )]
+    SchemaTooNew {
+        /// The version recorded in `schema_migrations`.
+        found: u32,
+        /// The newest version this build embeds.
+        known: u32,
+    },
+    /// An embedded migration failed; its transaction was rolled back.
+    #[error("migration {version} failed: {source}")]
+    Migration {
+        /// The migration's version.
+        version: u32,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The caller handed the store something it cannot store (checked before any write).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A stored value is not what this build expects (hand-edited or corrupt database).
+    #[error("unexpected stored data: {0}")]
+    Corrupt(String),
+    /// Any other SQLite failure.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    /// Whether trying the same operation again may succeed: the database was busy or locked
+    /// by another connection, or an I/O error occurred (disk full, transient failure).
+    /// Constraint, schema, URL and input errors are not retryable: the same call fails the
+    /// same way.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Io { .. } => true,
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    ErrorCode::DatabaseBusy
+                        | ErrorCode::DatabaseLocked
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::DiskFull
+                )
+            ),
+            StoreError::BadUrl(_)
+            | StoreError::Unsupported(_)
+            | StoreError::BadSynchronous(_)
+            | StoreError::NotWal { .. }
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Migration { .. }
+            | StoreError::Invalid(_)
+            | StoreError::Corrupt(_) => false,
+        }
+    }
+}

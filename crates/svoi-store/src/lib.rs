@@ -1,0 +1,33 @@
+//! SVOI storage: the SQLite database (embedded, the default), its migrations, the idempotent
+//! batch commit that produces [`CommitReceipt`]s, reprocessing, and read queries.
+//!
+//! The ingest side hands [`Store::commit`] one [`FrameRow`] per received message with the rows
+//! decoded from it; the raw frame and everything decoded from it land in one transaction or
+//! not at all, and only a successful commit yields the receipt an acknowledgement needs.
+//! Records are deduplicated on (device, record index, event time), so a device resending
+//! unacknowledged records never stores them twice. The crate knows nothing of NTCB, FLEX, TCP
+//! or HTTP.
+
+mod error;
+mod migrate;
+mod options;
+mod receipt;
+mod rows;
+mod store;
+mod url;
+
+pub use error::StoreError;
+pub use options::{StoreOptions, Synchronous};
+pub use receipt::{CommitReceipt, CommitStats};
+pub use rows::{
+    DecodedRecord, DeviceUpdate, ExtRecordRow, FrameRow, FrameStatus, LayoutKey, RecordKind,
+    RecordRow,
+};
+pub use store::{FrameFilter, RecordKey, ReprocessStats, Store, StoredFrame, TableCounts};
+pub use url::DbUrl;
+
+/// The newest schema version this build knows (what [`Store::schema_version`] reports after
+/// [`Store::open`] on a database this build created).
+pub fn latest_schema_version() -> u32 {
+    migrate::latest_version()
+}

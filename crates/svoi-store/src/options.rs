@@ -1,0 +1,118 @@
+//! Connection settings: durability (`synchronous`) and how long to wait for a lock.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::StoreError;
+
+/// SQLite's `PRAGMA synchronous`: how hard a commit pushes data to the disk. With WAL,
+/// `Full` makes every commit durable across power loss; `Normal` may lose the last commits
+/// (but never corrupts) on power loss, which breaks the acknowledgement promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Synchronous {
+    /// No syncs at all: for tests and benchmarks only.
+    Off,
+    /// Sync at checkpoints only.
+    Normal,
+    /// Sync the WAL on every commit (the default: acknowledged means durable).
+    #[default]
+    Full,
+    /// Like `Full`, plus a directory sync.
+    Extra,
+}
+
+impl Synchronous {
+    /// The pragma's value, lowercase.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Off => "off",
+            Synchronous::Normal => "normal",
+            Synchronous::Full => "full",
+            Synchronous::Extra => "extra",
+        }
+    }
+
+    /// The number SQLite reports for `PRAGMA synchronous`.
+    pub fn level(self) -> i64 {
+        match self {
+            Synchronous::Off => 0,
+            Synchronous::Normal => 1,
+            Synchronous::Full => 2,
+            Synchronous::Extra => 3,
+        }
+    }
+}
+
+impl FromStr for Synchronous {
+    type Err = StoreError;
+
+    /// Parses `off`, `normal`, `full` or `extra`, ignoring ASCII case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Synchronous::Off,
+            Synchronous::Normal,
+            Synchronous::Full,
+            Synchronous::Extra,
+        ]
+        .into_iter()
+        .find(|mode| mode.as_str().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| StoreError::BadSynchronous(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Synchronous {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Durability of each commit (default [`Synchronous::Full`]).
+    pub synchronous: Synchronous,
+    /// How long a write waits for another connection's lock before failing with a retryable
+    /// error (default 5 s).
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronous_parses_case_insensitively_and_displays_lowercase() {
+        for (text, mode) in [
+            ("off", Synchronous::Off),
+            ("Normal", Synchronous::Normal),
+            ("FULL", Synchronous::Full),
+            ("extra", Synchronous::Extra),
+        ] {
+            let parsed: Synchronous = text.parse().unwrap();
+            assert_eq!(parsed, mode);
+            assert_eq!(parsed.to_string(), text.to_ascii_lowercase());
+        }
+        assert!(matches!(
+            "fsync".parse::<Synchronous>(),
+            Err(StoreError::BadSynchronous(t)) if t == "fsync"
+        ));
+    }
+
+    #[test]
+    fn defaults_are_durable() {
+        assert_eq!(Synchronous::default(), Synchronous::Full);
+        let opts = StoreOptions::default();
+        assert_eq!(opts.synchronous, Synchronous::Full);
+        assert_eq!(opts.busy_timeout, Duration::from_secs(5));
+    }
+}

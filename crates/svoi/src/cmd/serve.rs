@@ -1,0 +1,100 @@
+//! `svoi serve`: the device listener on the configured database, until SIGTERM or SIGINT, then
+//! a graceful drain (in-flight commits finish and their answers go out) and exit 0.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use svoi_ingest::{IngestConfig, Server};
+use tracing::{info, warn};
+
+use crate::config::Loaded;
+
+/// Arguments of `svoi serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address devices connect to (config `ingest.listen`, default 0.0.0.0:5221).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+}
+
+/// The ingest settings of the effective configuration.
+pub fn ingest_config(loaded: &Loaded) -> IngestConfig {
+    let c = &loaded.config.ingest;
+    IngestConfig {
+        listen: c.listen,
+        max_connections: c.max_connections,
+        idle_timeout: c.idle_timeout,
+        handshake_timeout: c.handshake_timeout,
+        max_message_bytes: c.max_message_bytes,
+        queue_capacity: c.queue_capacity,
+        batch_max_records: c.batch_max_records,
+        batch_max_delay: c.batch_max_delay,
+        shutdown_grace: c.shutdown_grace,
+    }
+}
+
+/// Runs the server until a termination signal.
+pub fn run(loaded: &Loaded) -> Result<ExitCode> {
+    crate::telemetry::init(&loaded.config.log)?;
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let store = crate::cmd::open_store(loaded)?;
+    let config = ingest_config(loaded);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (ingest.listen)", config.listen))?;
+        let grace = config.shutdown_grace;
+        let server = Server::start(listener, config, store)?;
+        info!(
+            listen = %server.local_addr(),
+            db = %loaded.config.db,
+            synchronous = %loaded.config.sqlite.synchronous,
+            version = env!("CARGO_PKG_VERSION"),
+            "svoi serving devices"
+        );
+        let signal = wait_for_signal().await?;
+        info!(signal, grace_s = grace.as_secs_f64(), "shutting down");
+        let stats = server.stats();
+        let (report, _) = server.shutdown(grace).await;
+        let s = stats.snapshot();
+        if report.clean {
+            info!(
+                records_stored = s.records_stored,
+                duplicates = s.duplicates,
+                acks_sent = s.acks_sent,
+                "stopped cleanly"
+            );
+        } else {
+            warn!(
+                abandoned_sessions = report.abandoned_sessions,
+                "grace period over; unanswered frames will be resent by their devices"
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> Result<&'static str> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch Ctrl-C")?;
+    Ok("ctrl-c")
+}

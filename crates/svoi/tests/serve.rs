@@ -1,0 +1,227 @@
+//! `svoi serve` as a separate process under `svoi sim` load: the README's first command on the
+//! embedded default, graceful SIGTERM, and the crash test — SIGKILL at a random moment under
+//! load, restart, and every record the simulator saw acknowledged is in the database exactly
+//! once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+const BIN: &str = env!("CARGO_BIN_EXE_svoi");
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// `svoi serve` in `cwd`, no config file and no `SVOI_*` variables, logging to `log`.
+fn serve(cwd: &Path, db: Option<&str>, addr: SocketAddr, log: &Path) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(cwd)
+        .arg("serve")
+        .args(["--listen", &addr.to_string()]);
+    if let Some(db) = db {
+        cmd.args(["--db", db]);
+    }
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SVOI_") {
+            cmd.env_remove(k);
+        }
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("svoi serve starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "svoi serve did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn sigterm(child: &mut Child) -> ExitStatus {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    wait_for(child, Duration::from_secs(30))
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sim(addr: SocketAddr, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["sim", "--addr", &addr.to_string(), "--json"])
+        .args(extra);
+    cmd
+}
+
+#[test]
+fn readme_serve_on_the_embedded_default_takes_a_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let log = dir.path().join("serve.log");
+    let mut server = serve(dir.path(), None, addr, &log);
+    let out = sim(addr, &["--devices", "100", "--records", "1000"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "sim printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "sim failed: {report}");
+    assert_eq!(report["records_acked"], 100_000, "{report}");
+    let status = sigterm(&mut server);
+    assert!(
+        status.success(),
+        "serve exited with {status}: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    // The default database, created with no setup.
+    let db = dir.path().join("data/svoi.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM v_records", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 100_000);
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("crash.db").display());
+    let addr = free_addr();
+    let log = dir.path().join("serve.log");
+    let acked = dir.path().join("acked.log");
+    let (devices, records) = (40u64, 2_500u64);
+    let mut server = serve(dir.path(), Some(&db), addr, &log);
+    let mut fleet = sim(
+        addr,
+        &[
+            "--devices",
+            &devices.to_string(),
+            "--records",
+            &records.to_string(),
+            "--batch",
+            "50",
+            "--reconnect-for",
+            "30s",
+            "--acked-log",
+            acked.to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Kill once some records are acknowledged, at a random moment after that.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let n = std::fs::read_to_string(&acked).map_or(0, |s| s.lines().count());
+        if n >= 1_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no acknowledgements: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pause = rand::rng().random_range(0..300);
+    std::thread::sleep(Duration::from_millis(pause));
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let at_kill = std::fs::read_to_string(&acked).map_or(0, |s| s.lines().count());
+    // Restart on the same database; the fleet reconnects and resends what was not answered.
+    let mut server = serve(dir.path(), Some(&db), addr, &log);
+    let status = wait_for(&mut fleet, Duration::from_secs(120));
+    let out = fleet.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "sim printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(status.success(), "sim: {report}");
+    assert!(
+        report["reconnects"].as_u64().unwrap() > 0,
+        "the kill hit no session: {report}"
+    );
+    assert!(sigterm(&mut server).success());
+
+    let conn = rusqlite::Connection::open(dir.path().join("crash.db")).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT imei, record_index, CAST(strftime('%s', event_time) AS INTEGER) FROM v_records",
+        )
+        .unwrap();
+    let stored: Vec<(String, i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let unique: HashSet<&(String, i64, i64)> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "a record is stored twice");
+    let acked_lines = std::fs::read_to_string(&acked).unwrap();
+    let mut missing = Vec::new();
+    let mut count = 0;
+    for line in acked_lines.lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let key = (
+            parts[0].to_string(),
+            parts[1].parse::<i64>().unwrap(),
+            parts[2].parse::<i64>().unwrap(),
+        );
+        count += 1;
+        if !unique.contains(&key) {
+            missing.push(line.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        at_kill < count,
+        "killed at {at_kill} of {count} acknowledgements"
+    );
+    assert_eq!(
+        stored.len() as u64,
+        devices * records,
+        "every record stored once in the end"
+    );
+}
