@@ -3,13 +3,19 @@
 SVOI := cargo run --release --quiet -p svoi --
 FUZZ_SECONDS ?= 60
 
-.PHONY: help build test lint fmt bench fuzz decode fields ci clean
+.PHONY: help build run sim test lint fmt bench bench-ingest fuzz decode fields config-check reprocess ci clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 build: ## Build the svoi binary (release)
 	cargo build --release -p svoi
+
+run: ## Run the server on the configured database (default sqlite:./data/svoi.db, port 5221)
+	$(SVOI) serve
+
+sim: ## Simulated fleet against a local server: make sim DEVICES=100 RECORDS=1000
+	$(SVOI) sim --devices $(or $(DEVICES),100) --records $(or $(RECORDS),1000)
 
 test: ## Run the whole test suite (README's test command)
 	cargo test --workspace
@@ -21,8 +27,12 @@ lint: ## Check formatting and clippy, warnings as errors
 fmt: ## Format the code
 	cargo fmt --all
 
-bench: ## Criterion benchmark of decode throughput (MB/s, records/s)
+bench: ## Criterion benchmarks: decode throughput and store batch inserts
 	cargo bench -p svoi-proto --bench decode
+	cargo bench -p svoi-store --bench insert
+
+bench-ingest: ## End-to-end durable ingest vs. plain insert of the same rows (svoi bench ingest)
+	$(SVOI) bench ingest
 
 fuzz: ## Fuzz the framer and decoder for FUZZ_SECONDS (needs nightly + cargo-fuzz)
 	cargo +nightly fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)
@@ -32,6 +42,12 @@ decode: ## Decode a capture: make decode FILE=capture.bin (HEX=1 for hex text)
 
 fields: ## Print the FLEX field dictionary
 	$(SVOI) fields
+
+config-check: ## Print the effective configuration and where each value came from
+	$(SVOI) config check
+
+reprocess: ## Re-decode archived frames: make reprocess SINCE=2026-11-01 [IMEI=...]
+	$(SVOI) reprocess --since $(SINCE) $(if $(IMEI),--imei $(IMEI))
 
 ci: ## Run what CI runs (.ci/run)
 	./.ci/run

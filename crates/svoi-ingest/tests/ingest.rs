@@ -489,3 +489,66 @@ async fn full_queue_stops_reading_and_drops_nothing() {
     assert_eq!(count(&f.url, "SELECT count(*) FROM records"), 20);
     assert_eq!(count(&f.url, "SELECT count(*) FROM raw_frames"), 15);
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused() {
+    let f = start(Gate::open(), |c| {
+        c.max_connections = 2;
+    })
+    .await;
+    let addr = f.server.local_addr();
+    let _a = device(addr, "860000000000201").await;
+    let _b = device(addr, "860000000000202").await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .expect("refused connection closed")
+        .ok();
+    assert!(rest.is_empty());
+    let s = f.server.stats().snapshot();
+    assert_eq!(s.connections_rejected, 1);
+    assert_eq!(s.connections_open, 2);
+    // A slot frees when a device leaves.
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut d = device(addr, "860000000000203").await;
+    d.write_all(&archive(0, 1)).await.unwrap();
+    assert_eq!(
+        read_exact(&mut d, 4).await,
+        Reply::Archive { count: 1 }.to_bytes()
+    );
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed() {
+    let f = start(Gate::open(), |c| {
+        c.handshake_timeout = Duration::from_millis(300);
+        c.idle_timeout = Duration::from_millis(600);
+    })
+    .await;
+    let addr = f.server.local_addr();
+    // No handshake at all.
+    let mut mute = TcpStream::connect(addr).await.unwrap();
+    // Handshake, then silence.
+    let mut idle = device(addr, "860000000000301").await;
+    for s in [&mut mute, &mut idle] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("closed by the server")
+            .ok();
+        assert!(rest.is_empty());
+    }
+    // A device that keeps talking (keep-alives) stays connected past the idle timeout.
+    let mut busy = device(addr, "860000000000302").await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        busy.write_all(&[encode::PING]).await.unwrap();
+    }
+    busy.write_all(&archive(0, 1)).await.unwrap();
+    assert_eq!(
+        read_exact(&mut busy, 4).await,
+        Reply::Archive { count: 1 }.to_bytes()
+    );
+}

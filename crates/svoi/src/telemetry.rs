@@ -10,8 +10,10 @@ use crate::config::{LogConfig, LogFormat};
 pub fn init(log: &LogConfig) -> Result<()> {
     let filter = EnvFilter::try_new(&log.level)
         .with_context(|| format!("log.level {:?} is not a valid filter", log.level))?;
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
