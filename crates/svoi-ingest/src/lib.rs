@@ -55,8 +55,8 @@ impl Default for IngestConfig {
             handshake_timeout: Duration::from_secs(30),
             max_message_bytes: 256 * 1024,
             queue_capacity: 4096,
-            batch_max_records: 20_000,
-            batch_max_delay: Duration::from_millis(2),
+            batch_max_records: 5_000,
+            batch_max_delay: Duration::from_millis(1),
             shutdown_grace: Duration::from_secs(10),
         }
     }

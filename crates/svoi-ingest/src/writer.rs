@@ -64,8 +64,8 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
-            batch_max_records: 20_000,
-            batch_max_delay: Duration::from_millis(2),
+            batch_max_records: 5_000,
+            batch_max_delay: Duration::from_millis(1),
             commit_attempts: 3,
         }
     }

@@ -35,11 +35,23 @@ pub fn raw(r: &RawValue) -> Json {
     }
 }
 
-/// A scaled field value: a number (or `null` for "no data"), or a list for composite fields.
+/// Largest magnitude below which every integer is exactly representable as an `f64`.
+const EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+/// Whether a scaled value is a whole number printed as an integer: most fields are counters,
+/// codes and bit sets with scale 1, and `12052` reads (and formats) better than `12052.0`.
+fn whole(x: f64) -> Option<i64> {
+    (x.fract() == 0.0 && x.abs() < EXACT_INT).then_some(x as i64)
+}
+
+/// A scaled field value: a number (whole numbers without a fraction, `null` for "no data"),
+/// or a list for composite fields.
 pub fn scaled(f: &FieldValue) -> Json {
     let one = |v: Option<f64>| {
-        v.map_or(Json::Null, |x| {
-            if x.is_finite() { json!(x) } else { Json::Null }
+        v.map_or(Json::Null, |x| match whole(x) {
+            Some(i) => json!(i),
+            None if x.is_finite() => json!(x),
+            None => Json::Null,
         })
     };
     match &f.raw {
@@ -387,7 +399,11 @@ struct Scaled(Option<f64>);
 impl serde::Serialize for Scaled {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Some(x) if x.is_finite() => s.serialize_f64(x),
+            Some(x) => match whole(x) {
+                Some(i) => s.serialize_i64(i),
+                None if x.is_finite() => s.serialize_f64(x),
+                None => s.serialize_unit(),
+            },
             _ => s.serialize_unit(),
         }
     }
@@ -422,5 +438,20 @@ impl serde::Serialize for Values<'_> {
             }
         }
         map.end()
+    }
+}
+
+#[cfg(test)]
+mod whole_tests {
+    use super::whole;
+
+    #[test]
+    fn whole_numbers_print_without_a_fraction() {
+        assert_eq!(whole(128.0), Some(128));
+        assert_eq!(whole(-40.0), Some(-40));
+        assert_eq!(whole(149.1), None);
+        assert_eq!(whole(f64::NAN), None);
+        assert_eq!(whole(f64::INFINITY), None);
+        assert_eq!(whole(1e300), None);
     }
 }

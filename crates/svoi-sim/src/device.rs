@@ -114,6 +114,16 @@ pub(crate) async fn run(shared: Arc<Shared>, number: usize) -> DeviceStats {
             return DeviceStats::default();
         }
     };
+    let templates = match crate::templates::Templates::new(&profile, &layout) {
+        Ok(t) => t,
+        Err(e) => {
+            shared.errors.record(
+                &profile.imei,
+                format!("cannot encode the device's records: {e}"),
+            );
+            return DeviceStats::default();
+        }
+    };
     let mut device = Device {
         shared: &shared,
         profile,
@@ -126,6 +136,7 @@ pub(crate) async fn run(shared: Arc<Shared>, number: usize) -> DeviceStats {
         failures: 0,
         scratch: Vec::new(),
         reply: Vec::new(),
+        templates,
     };
     tokio::select! {
         biased;
@@ -152,6 +163,8 @@ struct Device<'a> {
     failures: u32,
     scratch: Vec<u8>,
     reply: Vec<u8>,
+    /// Encoded records the archive and alarm records are made from.
+    templates: crate::templates::Templates,
 }
 
 impl Device<'_> {
@@ -343,13 +356,8 @@ impl Device<'_> {
         self.scratch.clear();
         for index in first..first + count {
             // Indices are below `records` <= 2^32 (checked by `run`).
-            let values = self.profile.record_values(index as u32);
-            encode::record(&self.layout, &values, &mut self.scratch).map_err(|source| {
-                DeviceError::Encode {
-                    what: ARCHIVE,
-                    source,
-                }
-            })?;
+            self.templates
+                .write(&self.profile, index as u32, &mut self.scratch);
         }
         let records: Vec<&[u8]> = self
             .scratch
@@ -373,13 +381,8 @@ impl Device<'_> {
         // Indices are below `records` <= 2^32 (checked by `run`).
         let event_index = index as u32;
         self.scratch.clear();
-        let values = self.profile.record_values(event_index);
-        encode::record(&self.layout, &values, &mut self.scratch).map_err(|source| {
-            DeviceError::Encode {
-                what: ALARM,
-                source,
-            }
-        })?;
+        self.templates
+            .write(&self.profile, event_index, &mut self.scratch);
         let message = encode::alarm(event_index, &self.scratch);
         let expected = Reply::Alarm { event_index }.to_bytes();
         self.note_sent(index, 1);

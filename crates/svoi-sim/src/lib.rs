@@ -25,6 +25,7 @@
 mod device;
 mod profile;
 mod stats;
+mod templates;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};

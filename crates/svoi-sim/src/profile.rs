@@ -129,7 +129,8 @@ impl DeviceProfile {
     /// The values of archive (or out-of-turn) record `index`: field 1 is the index, field 3
     /// the event time, fields 8..14 a slowly moving valid fix (or, for about 5% of records, no
     /// fix with zero coordinates), every other field a random value of its wire type (floats
-    /// finite).
+    /// finite). A device encodes a few of these once and derives the records it sends from
+    /// them (see `templates.rs`), so only the first records are exactly these values.
     pub fn record_values(&self, index: u32) -> RecordValues {
         let event_code = None;
         self.values(STREAM_RECORD, u64::from(index), index, event_code)

@@ -8,6 +8,7 @@
 //! unacknowledged records never stores them twice. The crate knows nothing of NTCB, FLEX, TCP
 //! or HTTP.
 
+mod checkpoint;
 mod error;
 mod migrate;
 mod options;
@@ -16,8 +17,9 @@ mod rows;
 mod store;
 mod url;
 
+pub use checkpoint::{CheckpointResult, Checkpointer, CheckpointerHandle};
 pub use error::StoreError;
-pub use options::{StoreOptions, Synchronous};
+pub use options::{BACKSTOP_CHECKPOINT_PAGES, StoreOptions, Synchronous};
 pub use receipt::{CommitReceipt, CommitStats};
 pub use rows::{
     DecodedRecord, DeviceUpdate, ExtRecordRow, FrameRow, FrameStatus, LayoutKey, RecordKind,

@@ -75,13 +75,22 @@ pub struct StoreOptions {
     /// How long a write waits for another connection's lock before failing with a retryable
     /// error (default 5 s).
     pub busy_timeout: Duration,
+    /// A [`crate::Checkpointer`] runs the WAL checkpoints on its own connection (the server
+    /// does this): the store's automatic checkpoint then only fires as a backstop when the
+    /// WAL exceeds [`BACKSTOP_CHECKPOINT_PAGES`], instead of every 1000 pages inside a commit.
+    pub background_checkpoint: bool,
 }
+
+/// WAL size in pages (of 4 KiB) at which a store with a background checkpointer still
+/// checkpoints inside a commit, should the checkpointer fall behind.
+pub const BACKSTOP_CHECKPOINT_PAGES: u32 = 65_536;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
+            background_checkpoint: false,
         }
     }
 }

@@ -40,6 +40,12 @@ pub struct Store {
     touched: HashMap<i64, i64>,
 }
 
+/// Page size of a new database. Records with their JSON run to about a kilobyte; 16 KiB pages
+/// cut B-tree splits and per-page WAL writes against SQLite's 4 KiB default (measured with
+/// `svoi bench ingest`: the plain insert went from about 300k to 440k rows/s, end-to-end
+/// ingest rose with it). Only applies when the file is created.
+const PAGE_SIZE: i64 = 16_384;
+
 impl Store {
     /// Opens (creating it and its directory if missing) the database at `url`: WAL journal,
     /// `synchronous` and busy timeout from `opts`, foreign keys on, then the embedded
@@ -57,6 +63,7 @@ impl Store {
         let mut conn = Connection::open(path)?;
         // The timeout first: switching to WAL needs a lock another process may hold.
         conn.busy_timeout(opts.busy_timeout)?;
+        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -70,6 +77,15 @@ impl Store {
         // A 64 MiB page cache: large batches otherwise spill dirty pages to the WAL before
         // the commit (measured: a 400k-row transaction ran at a quarter of the speed).
         conn.pragma_update(None, "cache_size", -65_536)?;
+        if opts.background_checkpoint {
+            conn.pragma_update(
+                None,
+                "wal_autocheckpoint",
+                crate::options::BACKSTOP_CHECKPOINT_PAGES,
+            )?;
+            // A WAL that grew while the checkpointer lagged is cut back after it caught up.
+            conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        }
         // Commit and reprocess together use about 30 distinct statements; keep them all.
         conn.set_prepared_statement_cache_capacity(64);
         migrate::migrate(&mut conn)?;

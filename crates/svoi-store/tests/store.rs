@@ -404,6 +404,7 @@ fn an_invalid_batch_is_refused_before_touching_the_database() {
         &StoreOptions {
             synchronous: Synchronous::Off,
             busy_timeout: Duration::from_millis(10),
+            ..StoreOptions::default()
         },
     )
     .unwrap();
@@ -482,6 +483,7 @@ fn a_locked_database_is_a_retryable_error() {
         &StoreOptions {
             synchronous: Synchronous::Off,
             busy_timeout: Duration::from_millis(20),
+            ..StoreOptions::default()
         },
     )
     .unwrap();

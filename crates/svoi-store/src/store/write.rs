@@ -38,7 +38,7 @@ const INSERT_RECORD: &str = concat!(
     core_columns!(),
     ", received_at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
      ?15, ?16, ?17, ?18, ?19, ?20)
-     ON CONFLICT (device, record_index, event_time) DO NOTHING"
+     ON CONFLICT (device, event_time, record_index) DO NOTHING"
 );
 
 const INSERT_ALARM: &str = "INSERT INTO alarm_events

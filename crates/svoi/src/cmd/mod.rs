@@ -15,6 +15,12 @@ use crate::config::Loaded;
 
 /// Opens the configured database (creating it and applying migrations when needed).
 pub fn open_store(loaded: &Loaded) -> Result<Store> {
+    let (url, options) = store_options(loaded)?;
+    Store::open(&url, &options).with_context(|| format!("cannot open database {url}"))
+}
+
+/// The configured database and connection settings.
+pub fn store_options(loaded: &Loaded) -> Result<(DbUrl, StoreOptions)> {
     let url: DbUrl = loaded
         .config
         .db
@@ -25,6 +31,29 @@ pub fn open_store(loaded: &Loaded) -> Result<Store> {
             format!("sqlite.synchronous {:?}", loaded.config.sqlite.synchronous)
         })?,
         busy_timeout: loaded.config.sqlite.busy_timeout,
+        background_checkpoint: false,
     };
-    Store::open(&url, &options).with_context(|| format!("cannot open database {url}"))
+    Ok((url, options))
 }
+
+/// Opens the store for a long-running writer, with its WAL checkpoints on a thread of their
+/// own so that commits (and the acknowledgements waiting on them) never stall on one.
+pub fn open_writer_store(loaded: &Loaded) -> Result<(Store, svoi_store::CheckpointerHandle)> {
+    let (url, mut options) = store_options(loaded)?;
+    options.background_checkpoint = true;
+    let store =
+        Store::open(&url, &options).with_context(|| format!("cannot open database {url}"))?;
+    let checkpointer = svoi_store::Checkpointer::open(&url, &options)
+        .and_then(|c| {
+            c.spawn(CHECKPOINT_INTERVAL)
+                .map_err(|e| svoi_store::StoreError::Io {
+                    path: store.path().to_path_buf(),
+                    source: e,
+                })
+        })
+        .with_context(|| format!("cannot start the checkpointer of {url}"))?;
+    Ok((store, checkpointer))
+}
+
+/// How often the background checkpointer copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);

@@ -39,7 +39,7 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
     for w in &loaded.warnings {
         warn!("{w}");
     }
-    let store = crate::cmd::open_store(loaded)?;
+    let (store, checkpointer) = crate::cmd::open_writer_store(loaded)?;
     let config = ingest_config(loaded);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -74,6 +74,13 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
             warn!(
                 abandoned_sessions = report.abandoned_sessions,
                 "grace period over; unanswered frames will be resent by their devices"
+            );
+        }
+        let failed = checkpointer.stop();
+        if failed > 0 {
+            warn!(
+                failed,
+                "background checkpoints failed; the writer checkpointed instead"
             );
         }
         Ok(ExitCode::SUCCESS)

@@ -67,8 +67,8 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.ingest.handshake_timeout, Duration::from_secs(30));
     assert_eq!(c.ingest.max_message_bytes, 262_144);
     assert_eq!(c.ingest.queue_capacity, 4096);
-    assert_eq!(c.ingest.batch_max_records, 20_000);
-    assert_eq!(c.ingest.batch_max_delay, Duration::from_millis(2));
+    assert_eq!(c.ingest.batch_max_records, 5_000);
+    assert_eq!(c.ingest.batch_max_delay, Duration::from_millis(1));
     assert_eq!(c.ingest.shutdown_grace, Duration::from_secs(10));
     assert_eq!(c.sqlite.synchronous, "full");
     assert_eq!(c.sqlite.busy_timeout, Duration::from_secs(5));
