@@ -9,6 +9,10 @@ use tracing::{info, warn};
 
 use crate::config::Loaded;
 
+/// How often the server logs its counters (connections, frames, records, queue depth) at INFO;
+/// `/metrics` (issue #4) will carry the same figures.
+const SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Arguments of `svoi serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -58,7 +62,28 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
             version = env!("CARGO_PKG_VERSION"),
             "svoi serving devices"
         );
+        let stats = server.stats();
+        let summary = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SUMMARY_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let s = stats.snapshot();
+                info!(
+                    connections = s.connections_open,
+                    frames = s.frames_received,
+                    records_stored = s.records_stored,
+                    duplicates = s.duplicates,
+                    decode_errors = s.decode_errors,
+                    queue_depth = s.queue_depth,
+                    commits = s.commits,
+                    commit_failures = s.commit_failures,
+                    "ingest summary"
+                );
+            }
+        });
         let signal = wait_for_signal().await?;
+        summary.abort();
         info!(signal, grace_s = grace.as_secs_f64(), "shutting down");
         let stats = server.stats();
         let (report, _) = server.shutdown(grace).await;
