@@ -27,7 +27,9 @@ pub struct Args {
     pub json: bool,
 }
 
-const PAGE: usize = 2_000;
+/// Frames per transaction: small enough that a running server's writer never waits long for
+/// the lock (its busy timeout is `sqlite.busy_timeout`).
+const PAGE: usize = 200;
 
 /// Re-decodes the window and prints the report.
 pub fn run(args: &Args, loaded: &Loaded) -> Result<ExitCode> {
