@@ -22,6 +22,17 @@ fn free_addr() -> SocketAddr {
 
 /// `svoi serve` in `cwd`, no config file and no `SVOI_*` variables, logging to `log`.
 fn serve(cwd: &Path, db: Option<&str>, addr: SocketAddr, log: &Path) -> Child {
+    serve_with(cwd, db, addr, log, &[])
+}
+
+/// [`serve`] with some `SVOI_*` variables set.
+fn serve_with(
+    cwd: &Path,
+    db: Option<&str>,
+    addr: SocketAddr,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(cwd)
         .arg("serve")
@@ -34,6 +45,7 @@ fn serve(cwd: &Path, db: Option<&str>, addr: SocketAddr, log: &Path) -> Child {
             cmd.env_remove(k);
         }
     }
+    cmd.envs(env.iter().copied());
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -120,13 +132,24 @@ fn readme_serve_on_the_embedded_default_takes_a_fleet() {
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_record() {
+    crash_under_load(&[]);
+}
+
+/// `synchronous=normal` survives a process crash too (README's durability table); only power
+/// loss separates it from `full`, which a process kill cannot show.
+#[test]
+fn kill_9_with_synchronous_normal_loses_nothing_either() {
+    crash_under_load(&[("SVOI_SQLITE_SYNCHRONOUS", "normal")]);
+}
+
+fn crash_under_load(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:{}", dir.path().join("crash.db").display());
     let addr = free_addr();
     let log = dir.path().join("serve.log");
     let acked = dir.path().join("acked.log");
     let (devices, records) = (40u64, 2_500u64);
-    let mut server = serve(dir.path(), Some(&db), addr, &log);
+    let mut server = serve_with(dir.path(), Some(&db), addr, &log, env);
     let mut fleet = sim(
         addr,
         &[
@@ -166,7 +189,7 @@ fn kill_9_under_load_loses_no_acknowledged_record() {
     server.wait().unwrap();
     let at_kill = std::fs::read_to_string(&acked).map_or(0, |s| s.lines().count());
     // Restart on the same database; the fleet reconnects and resends what was not answered.
-    let mut server = serve(dir.path(), Some(&db), addr, &log);
+    let mut server = serve_with(dir.path(), Some(&db), addr, &log, env);
     let status = wait_for(&mut fleet, Duration::from_secs(120));
     let out = fleet.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
