@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use svoi_proto::flex::{FlexBody, FlexType};
+use svoi_proto::flex::FlexBody;
 use svoi_proto::json::Values;
 use svoi_proto::ntcb::Command;
 use svoi_proto::record::Core;
@@ -32,16 +32,7 @@ pub fn kind_name(m: &Message) -> &'static str {
             Some(Command::Text { .. }) => "ntcb_text",
             None => "ntcb",
         },
-        Body::Flex(f) => match f.kind {
-            FlexType::Archive => "~A",
-            FlexType::Alarm => "~T",
-            FlexType::Current => "~C",
-            FlexType::ExtArchive => "~E",
-            FlexType::ExtAlarm => "~X",
-            FlexType::Notification => "~N",
-            FlexType::Transparent => "~P",
-            FlexType::Unsupported => "~Z",
-        },
+        Body::Flex(f) => f.kind.name(),
         Body::Ping => "ping",
         Body::Garbage => "garbage",
         Body::Error(_) => "error",

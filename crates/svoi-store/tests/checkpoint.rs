@@ -15,6 +15,22 @@ fn wal_size(dir: &tempfile::TempDir) -> u64 {
     std::fs::metadata(dir.path().join("svoi.db-wal")).map_or(0, |m| m.len())
 }
 
+/// 100 commits of 5 frames × 50 records, each commit's receipt checked.
+fn fill(store: &mut Store) {
+    let mut seq = 0;
+    for round in 0..100u32 {
+        let frames: Vec<_> = (0..5u32)
+            .map(|f| {
+                seq += 1;
+                let first = (round * 5 + f) * 50;
+                frame(seq, IMEI, archives(first..first + 50))
+            })
+            .collect();
+        let receipt = store.commit(&frames).unwrap();
+        assert!(receipt.covers(seq));
+    }
+}
+
 #[test]
 fn background_checkpoints_move_the_wal_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,21 +42,7 @@ fn background_checkpoints_move_the_wal_and_lose_nothing() {
     let mut store = Store::open(&url(&dir), &opts).unwrap();
     // The store's own checkpoint threshold is per connection; it shows in the WAL growing
     // past SQLite's default of 1000 pages.
-    let mut seq = 0;
-    for round in 0..100u32 {
-        let frames: Vec<_> = (0..5u32)
-            .map(|f| {
-                seq += 1;
-                frame(
-                    seq,
-                    IMEI,
-                    archives((round * 5 + f) * 50..(round * 5 + f + 1) * 50),
-                )
-            })
-            .collect();
-        let receipt = store.commit(&frames).unwrap();
-        assert!(receipt.covers(seq));
-    }
+    fill(&mut store);
     let grown = wal_size(&dir);
     assert!(
         grown > 1000 * 16_384,
@@ -65,20 +67,7 @@ fn background_checkpoints_move_the_wal_and_lose_nothing() {
 #[test]
 fn a_store_without_a_checkpointer_keeps_its_wal_small() {
     let (dir, mut store) = temp_store(Synchronous::Full);
-    let mut seq = 0;
-    for round in 0..100u32 {
-        let frames: Vec<_> = (0..5u32)
-            .map(|f| {
-                seq += 1;
-                frame(
-                    seq,
-                    IMEI,
-                    archives((round * 5 + f) * 50..(round * 5 + f + 1) * 50),
-                )
-            })
-            .collect();
-        let _ = store.commit(&frames).unwrap();
-    }
+    fill(&mut store);
     // SQLite's automatic checkpoint restarts the WAL once it passes 1000 pages.
     assert!(
         wal_size(&dir) < 2 * 1000 * 16_384,

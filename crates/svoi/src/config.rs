@@ -39,28 +39,9 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// `[ingest]`: the device-facing TCP listener, sessions and the batch writer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IngestConfig {
-    /// Address the device listener binds.
-    pub listen: SocketAddr,
-    /// Connections beyond this are refused.
-    pub max_connections: usize,
-    /// A session with no bytes for this long is closed.
-    pub idle_timeout: Duration,
-    /// A connection must complete the NTCB handshake within this.
-    pub handshake_timeout: Duration,
-    /// Largest single message accepted before the connection is closed.
-    pub max_message_bytes: usize,
-    /// Frames waiting for the writer; when full, sessions wait (backpressure).
-    pub queue_capacity: usize,
-    /// Records per write transaction at most.
-    pub batch_max_records: usize,
-    /// How long the writer waits to fill a batch (zero: write what is there).
-    pub batch_max_delay: Duration,
-    /// Time given to sessions and the writer to finish on shutdown.
-    pub shutdown_grace: Duration,
-}
+/// `[ingest]`: the device-facing TCP listener, sessions and the batch writer — the ingest
+/// crate's own settings type, filled from the key table.
+pub use svoi_ingest::IngestConfig;
 
 /// `[sqlite]`: settings of the embedded store.
 #[derive(Clone, Debug, PartialEq, Eq)]

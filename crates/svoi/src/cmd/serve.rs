@@ -23,18 +23,7 @@ pub struct Args {
 
 /// The ingest settings of the effective configuration.
 pub fn ingest_config(loaded: &Loaded) -> IngestConfig {
-    let c = &loaded.config.ingest;
-    IngestConfig {
-        listen: c.listen,
-        max_connections: c.max_connections,
-        idle_timeout: c.idle_timeout,
-        handshake_timeout: c.handshake_timeout,
-        max_message_bytes: c.max_message_bytes,
-        queue_capacity: c.queue_capacity,
-        batch_max_records: c.batch_max_records,
-        batch_max_delay: c.batch_max_delay,
-        shutdown_grace: c.shutdown_grace,
-    }
+    loaded.config.ingest.clone()
 }
 
 /// Runs the server until a termination signal.
