@@ -152,12 +152,12 @@ async fn run<C: Committer>(
         let attempts = config.commit_attempts.max(1);
         let started = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
-            let result = commit_with_retry(&mut committer, &frames, attempts);
-            (committer, result, frames.len())
+            let results = commit_isolating(&mut committer, &frames, attempts);
+            (committer, results)
         })
         .instrument(span.clone())
         .await;
-        let (c, result, n) = match joined {
+        let (c, results) = match joined {
             Ok(v) => v,
             Err(e) => {
                 // The committer panicked: it is gone, and so is the writer. Sessions see their
@@ -171,25 +171,73 @@ async fn run<C: Committer>(
         };
         committer = c;
         let elapsed = started.elapsed();
-        stats.record_commit(elapsed, n as u64);
-        let outcome: Outcome = match result {
-            Ok(receipt) => {
-                stats.record_receipt(&receipt);
-                debug!(parent: &span, elapsed_ms = elapsed.as_secs_f64() * 1e3, "committed");
-                Ok(Arc::new(receipt))
+        stats.record_commit(elapsed, results.len() as u64);
+        let mut last: Option<&Arc<CommitReceipt>> = None;
+        let mut failed = 0usize;
+        for result in &results {
+            match result {
+                Ok(receipt) => {
+                    // Count each receipt once, though it is shared by its frames.
+                    if !last.is_some_and(|l| Arc::ptr_eq(l, receipt)) {
+                        stats.record_receipt(receipt);
+                        last = Some(receipt);
+                    }
+                }
+                Err(_) => failed += 1,
             }
-            Err(e) => {
-                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                error!(parent: &span, error = %e, "commit failed; frames not acknowledged");
-                Err(CommitFailed(Arc::from(e.to_string())))
+        }
+        if failed == 0 {
+            debug!(parent: &span, elapsed_ms = elapsed.as_secs_f64() * 1e3, "committed");
+        } else {
+            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            let first = results.iter().find_map(|r| r.as_ref().err());
+            error!(
+                parent: &span,
+                failed,
+                error = %first.map_or_else(String::new, ToString::to_string),
+                "commit failed; those frames are not acknowledged"
+            );
+        }
+        for (done, outcome) in dones.into_iter().zip(results) {
+            if let Some(done) = done {
+                // A session that went away no longer waits; its device resends.
+                let _ = done.send(outcome);
             }
-        };
-        for done in dones.into_iter().flatten() {
-            // A session that went away no longer waits; its device resends.
-            let _ = done.send(outcome.clone());
         }
     }
     Some(committer)
+}
+
+/// Commits the batch; when the store refuses it for a reason that is not transient (a frame
+/// it cannot store), commits the frames one by one instead, so that one bad frame costs only
+/// its own acknowledgement, not those of every session in the batch. One outcome per frame.
+fn commit_isolating<C: Committer>(
+    committer: &mut C,
+    frames: &[FrameRow],
+    attempts: u32,
+) -> Vec<Outcome> {
+    let failed = |e: &StoreError| CommitFailed(Arc::from(e.to_string()));
+    match commit_with_retry(committer, frames, attempts) {
+        Ok(receipt) => {
+            let receipt = Arc::new(receipt);
+            frames.iter().map(|_| Ok(Arc::clone(&receipt))).collect()
+        }
+        Err(e) if frames.len() > 1 && !e.is_retryable() => {
+            warn!(error = %e, frames = frames.len(), "batch refused; committing its frames one by one");
+            frames
+                .iter()
+                .map(|f| {
+                    commit_with_retry(committer, std::slice::from_ref(f), attempts)
+                        .map(Arc::new)
+                        .map_err(|e| failed(&e))
+                })
+                .collect()
+        }
+        Err(e) => {
+            let e = failed(&e);
+            frames.iter().map(|_| Err(e.clone())).collect()
+        }
+    }
 }
 
 fn commit_with_retry<C: Committer>(

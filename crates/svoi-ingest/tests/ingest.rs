@@ -552,3 +552,96 @@ async fn silent_connections_are_closed() {
         Reply::Archive { count: 1 }.to_bytes()
     );
 }
+
+/// Refuses (not transiently) every batch that holds a frame of the poison device.
+struct PoisonStore {
+    store: Store,
+    gate: Gate,
+}
+
+const POISON: &str = "860000000000666";
+
+impl Committer for PoisonStore {
+    fn commit(&mut self, frames: &[FrameRow]) -> Result<CommitReceipt, StoreError> {
+        let (m, c) = &*self.gate.state;
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = c.wait(open).unwrap();
+        }
+        drop(open);
+        self.gate.commits.fetch_add(1, Ordering::SeqCst);
+        if frames.iter().any(|f| f.imei.as_deref() == Some(POISON)) {
+            // The store's own refusal: a frame with records and no device.
+            let mut bad = frames[0].clone();
+            bad.imei = None;
+            bad.records.push(svoi_store::DecodedRecord {
+                kind: svoi_store::RecordKind::Archive,
+                row: Default::default(),
+            });
+            return self.store.commit(&[bad]);
+        }
+        self.store.commit(frames)
+    }
+}
+
+#[tokio::test]
+async fn one_frame_the_store_refuses_does_not_cost_the_others_their_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url: DbUrl = format!("sqlite:{}", dir.path().join("p.db").display())
+        .parse()
+        .unwrap();
+    let gate = Gate::open();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::start(
+        listener,
+        IngestConfig {
+            listen: addr,
+            // Long enough that the two data messages below always share a batch.
+            batch_max_delay: Duration::from_millis(100),
+            ..IngestConfig::default()
+        },
+        PoisonStore {
+            store: Store::open(&url, &StoreOptions::default()).unwrap(),
+            gate: gate.clone(),
+        },
+    )
+    .unwrap();
+    let _guard = OpenOnDrop(gate.clone());
+    let mut good = device(addr, "860000000000665").await;
+    // The poison device's handshake is refused by the store too, but its answer says nothing
+    // about storage and goes out at once.
+    let mut bad = device(addr, POISON).await;
+    // Let the handshakes' and negotiations' frames be committed (or refused) first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both data messages land in one batch while the writer is held.
+    gate.set(false);
+    let before = gate.commits.load(Ordering::SeqCst);
+    good.write_all(&archive(0, 3)).await.unwrap();
+    bad.write_all(&archive(0, 3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gate.set(true);
+    assert_eq!(
+        read_exact(&mut good, 4).await,
+        Reply::Archive { count: 3 }.to_bytes()
+    );
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut rest))
+        .await
+        .expect("refused session closed")
+        .ok();
+    assert!(rest.is_empty(), "answered a refused frame: {rest:02x?}");
+    // One refused batch, then each of its two frames alone.
+    assert_eq!(gate.commits.load(Ordering::SeqCst) - before, 3);
+    drop((good, bad));
+    let (report, _) = server.shutdown(Duration::from_secs(5)).await;
+    assert!(report.clean);
+    assert_eq!(count(&url, "SELECT count(*) FROM v_records"), 3);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM v_records WHERE imei = '860000000000665'"
+        ),
+        3
+    );
+}
