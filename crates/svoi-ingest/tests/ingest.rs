@@ -645,3 +645,44 @@ async fn one_frame_the_store_refuses_does_not_cost_the_others_their_answers() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_record_without_a_fix_is_stored_and_answered_like_any_other() {
+    let f = start(Gate::open(), |_| {}).await;
+    let mut s = device(f.server.local_addr(), "860000000000401").await;
+    let l = layout();
+    let mut values = RecordValues::new();
+    for n in FIELDS {
+        let def = lookup(n).unwrap();
+        let zero = |s: Scalar| match s {
+            Scalar::F32 => Value::F(0.0),
+            _ => Value::U(0),
+        };
+        let v = if def.wire.len() == 1 {
+            RawValue::Scalar(zero(def.wire[0]))
+        } else {
+            RawValue::List(def.wire.iter().map(|s| zero(*s)).collect())
+        };
+        values.insert(n, v);
+    }
+    // Receiver on, no valid fix, no satellites, zero coordinates and fix time.
+    values.insert(1, RawValue::Scalar(Value::U(77)));
+    values.insert(3, RawValue::Scalar(Value::U(1_700_000_077)));
+    values.insert(8, RawValue::Scalar(Value::U(0b01)));
+    let mut rec = Vec::new();
+    encode::record(&l, &values, &mut rec).unwrap();
+    s.write_all(&encode::archive(&[rec]).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_exact(&mut s, 4).await,
+        Reply::Archive { count: 1 }.to_bytes()
+    );
+    assert_eq!(
+        count(
+            &f.url,
+            "SELECT count(*) FROM records WHERE record_index = 77 AND valid = 0 AND satellites = 0"
+        ),
+        1
+    );
+}

@@ -34,6 +34,7 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
     }
     let (store, checkpointer) = crate::cmd::open_writer_store(loaded)?;
     let config = ingest_config(loaded);
+    raise_fd_limit(config.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,6 +100,26 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Descriptors the process needs besides one per device connection: the database, its WAL,
+/// the checkpointer, logs, and later the API's listeners and clients.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft limit on open files towards the hard limit so that `max_connections` can
+/// actually be reached (many systems start services with a soft limit of 1024); warns when
+/// even the hard limit is too low.
+fn raise_fd_limit(max_connections: usize) {
+    let wanted = max_connections as u64 + FD_RESERVE;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(got) if got < wanted => warn!(
+            limit = got,
+            max_connections,
+            "the open-file limit is below ingest.max_connections; connections beyond it fail"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
 }
 
 #[cfg(unix)]

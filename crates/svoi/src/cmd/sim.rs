@@ -104,6 +104,9 @@ impl Args {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let cfg = args.config();
     cfg.validate()?;
+    // One socket per device: lift a low soft limit on open files (often 1024) towards the hard
+    // one; a fleet larger than the hard limit reports its connection errors as usual.
+    let _ = rlimit::increase_nofile_limit(cfg.devices as u64 + 64);
     let log = match &args.acked_log {
         Some(path) => Some((
             OpenOptions::new()
