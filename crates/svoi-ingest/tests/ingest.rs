@@ -139,8 +139,8 @@ fn layout() -> Arc<RecordLayout> {
     Arc::new(RecordLayout::new(FieldMask::from_fields(FIELDS).unwrap()).unwrap())
 }
 
-/// Valid values for every field of the layout; index and time from `i`.
-fn record(layout: &RecordLayout, i: u32) -> Vec<u8> {
+/// Zero (of its wire type) for every field of the test layout.
+fn zero_values() -> RecordValues {
     let mut values = RecordValues::new();
     for n in FIELDS {
         let def = lookup(n).unwrap();
@@ -155,6 +155,12 @@ fn record(layout: &RecordLayout, i: u32) -> Vec<u8> {
         };
         values.insert(n, v);
     }
+    values
+}
+
+/// Valid values for every field of the layout; index and time from `i`.
+fn record(layout: &RecordLayout, i: u32) -> Vec<u8> {
+    let mut values = zero_values();
     values.insert(1, RawValue::Scalar(Value::U(u64::from(i))));
     values.insert(3, RawValue::Scalar(Value::U(1_700_000_000 + u64::from(i))));
     values.insert(8, RawValue::Scalar(Value::U(0b0010_0011)));
@@ -651,20 +657,7 @@ async fn a_record_without_a_fix_is_stored_and_answered_like_any_other() {
     let f = start(Gate::open(), |_| {}).await;
     let mut s = device(f.server.local_addr(), "860000000000401").await;
     let l = layout();
-    let mut values = RecordValues::new();
-    for n in FIELDS {
-        let def = lookup(n).unwrap();
-        let zero = |s: Scalar| match s {
-            Scalar::F32 => Value::F(0.0),
-            _ => Value::U(0),
-        };
-        let v = if def.wire.len() == 1 {
-            RawValue::Scalar(zero(def.wire[0]))
-        } else {
-            RawValue::List(def.wire.iter().map(|s| zero(*s)).collect())
-        };
-        values.insert(n, v);
-    }
+    let mut values = zero_values();
     // Receiver on, no valid fix, no satellites, zero coordinates and fix time.
     values.insert(1, RawValue::Scalar(Value::U(77)));
     values.insert(3, RawValue::Scalar(Value::U(1_700_000_077)));
