@@ -38,6 +38,15 @@ impl Gate {
         g.set(true);
         g
     }
+    /// Blocks until the gate is open.
+    fn wait(&self) {
+        let (m, c) = &*self.state;
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = c.wait(open).unwrap();
+        }
+    }
+
     fn set(&self, open: bool) {
         let (m, c) = &*self.state;
         *m.lock().unwrap() = open;
@@ -52,12 +61,7 @@ struct GatedStore {
 
 impl Committer for GatedStore {
     fn commit(&mut self, frames: &[FrameRow]) -> Result<CommitReceipt, StoreError> {
-        let (m, c) = &*self.gate.state;
-        let mut open = m.lock().unwrap();
-        while !*open {
-            open = c.wait(open).unwrap();
-        }
-        drop(open);
+        self.gate.wait();
         if self.gate.fail.load(Ordering::SeqCst) {
             // A batch the store refuses as a whole: a frame with records and no device.
             let mut bad = frames.to_vec();
@@ -569,12 +573,7 @@ const POISON: &str = "860000000000666";
 
 impl Committer for PoisonStore {
     fn commit(&mut self, frames: &[FrameRow]) -> Result<CommitReceipt, StoreError> {
-        let (m, c) = &*self.gate.state;
-        let mut open = m.lock().unwrap();
-        while !*open {
-            open = c.wait(open).unwrap();
-        }
-        drop(open);
+        self.gate.wait();
         self.gate.commits.fetch_add(1, Ordering::SeqCst);
         if frames.iter().any(|f| f.imei.as_deref() == Some(POISON)) {
             // The store's own refusal: a frame with records and no device.
