@@ -11,6 +11,7 @@
 
 pub mod ack;
 pub mod convert;
+pub mod names;
 mod server;
 mod session;
 pub mod stats;

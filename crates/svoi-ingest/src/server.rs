@@ -74,6 +74,7 @@ impl<C: Committer> Server<C> {
             async move {
                 let next_id = AtomicU64::new(1);
                 let mut last_cap_warning: Option<tokio::time::Instant> = None;
+                shared.stats.listener_up.store(true, Ordering::Relaxed);
                 loop {
                     let accepted = tokio::select! {
                         biased;
@@ -118,6 +119,7 @@ impl<C: Committer> Server<C> {
                 // The accept loop's queue handle goes here; the writer ends once every
                 // session's handle is gone too.
                 drop(queue);
+                shared.stats.listener_up.store(false, Ordering::Relaxed);
                 info!("listener closed");
             }
             .instrument(info_span!("ingest", listen = %local_addr)),

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::IngestConfig;
 use crate::ack::{self, Planned, ReplyWriter};
 use crate::convert;
+use crate::names;
 use crate::stats::IngestStats;
 use crate::writer::{Job, Queue};
 
@@ -140,6 +141,9 @@ pub(crate) async fn run(
         }
     };
     let _ = writer.shutdown().await;
+    if let Some(imei) = &conn.imei {
+        conn.shared.stats.device_offline(imei);
+    }
     match end {
         End::SyncLost | End::CommitFailed => warn!(reason = end.as_str(), "session closed"),
         _ => info!(reason = end.as_str(), "session closed"),
@@ -155,6 +159,7 @@ impl Conn {
         writer: &mut ReplyWriter<tokio::net::tcp::OwnedWriteHalf>,
     ) -> Option<End> {
         let now = SystemTime::now();
+        let received = std::time::Instant::now();
         let stats = &self.shared.stats;
         stats.frame_received(now);
         if let Some(id) = self.session.identity()
@@ -163,6 +168,10 @@ impl Conn {
             let imei: Arc<str> = Arc::from(id.imei.as_str());
             tracing::Span::current().record("imei", &*imei);
             info!(imei = %imei, "device identified");
+            if let Some(old) = &self.imei {
+                stats.device_offline(old);
+            }
+            stats.device_online(&imei);
             self.imei = Some(imei);
         }
         if let Body::Ntcb(p) = &m.body
@@ -171,8 +180,10 @@ impl Conn {
             self.layout = convert::layout_key(&self.session).map(Arc::new);
         }
         let d = convert::decoded(&m, &self.session, self.layout.as_ref());
+        metrics::counter!(names::MESSAGES_RECEIVED, "type" => d.kind).increment(1);
         if let Some(e) = m.error() {
             stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(names::DECODE_ERRORS, "reason" => e.reason()).increment(1);
             warn!(kind = d.kind, reason = e.reason(), error = %e, len = m.len, "message rejected");
         }
         let seq = self.shared.seq.fetch_add(1, Ordering::Relaxed);
@@ -218,6 +229,8 @@ impl Conn {
                         let r = writer.send(bytes).await;
                         if r.is_ok() {
                             stats.acks_sent.fetch_add(1, Ordering::Relaxed);
+                            metrics::histogram!(names::ACK_LATENCY)
+                                .record(received.elapsed().as_secs_f64());
                         }
                         r
                     }

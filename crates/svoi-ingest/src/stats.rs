@@ -1,7 +1,9 @@
 //! Counters and gauges of the ingest side, shared lock-free between the accept loop, the
 //! sessions and the writer. The API's `/metrics` reads them; nothing here formats them.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use svoi_store::CommitReceipt;
@@ -41,6 +43,10 @@ pub struct IngestStats {
     pub last_frame_unix_ms: AtomicU64,
     /// False once the writer has died.
     pub writer_alive: AtomicBool,
+    /// True while the device listener accepts connections.
+    pub listener_up: AtomicBool,
+    /// IMEI → number of sessions identified with it that are open now.
+    online: Mutex<HashMap<Arc<str>, u32>>,
 }
 
 impl Default for IngestStats {
@@ -62,6 +68,8 @@ impl Default for IngestStats {
             last_commit_us: AtomicU64::new(0),
             last_frame_unix_ms: AtomicU64::new(0),
             writer_alive: AtomicBool::new(true),
+            listener_up: AtomicBool::new(false),
+            online: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -87,6 +95,39 @@ impl IngestStats {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         self.last_frame_unix_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A session identified itself as `imei`.
+    pub(crate) fn device_online(&self, imei: &Arc<str>) {
+        let mut online = self.online.lock().unwrap_or_else(PoisonError::into_inner);
+        *online.entry(imei.clone()).or_insert(0) += 1;
+    }
+
+    /// A session identified as `imei` ended (or changed identity).
+    pub(crate) fn device_offline(&self, imei: &str) {
+        let mut online = self.online.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = online.get_mut(imei) {
+            *n -= 1;
+            if *n == 0 {
+                online.remove(imei);
+            }
+        }
+    }
+
+    /// Whether a session identified as `imei` is open now.
+    pub fn is_online(&self, imei: &str) -> bool {
+        self.online
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(imei)
+    }
+
+    /// Number of distinct devices with an open, identified session.
+    pub fn online_devices(&self) -> usize {
+        self.online
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// A plain copy for reports and tests.

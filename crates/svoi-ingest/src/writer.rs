@@ -12,6 +12,7 @@ use svoi_store::{CommitReceipt, FrameRow, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, error, info_span, warn};
 
+use crate::names;
 use crate::stats::IngestStats;
 
 /// What the writer commits through: the store, or in tests a wrapper around it that stalls or
@@ -172,6 +173,9 @@ async fn run<C: Committer>(
         committer = c;
         let elapsed = started.elapsed();
         stats.record_commit(elapsed, results.len() as u64);
+        metrics::histogram!(names::COMMIT_DURATION).record(elapsed.as_secs_f64());
+        metrics::histogram!(names::COMMIT_BATCH_FRAMES).record(results.len() as f64);
+        metrics::histogram!(names::COMMIT_BATCH_ROWS).record(rows as f64);
         let mut last: Option<&Arc<CommitReceipt>> = None;
         let mut failed = 0usize;
         for result in &results {

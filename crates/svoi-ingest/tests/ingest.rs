@@ -678,3 +678,37 @@ async fn a_record_without_a_fix_is_stored_and_answered_like_any_other() {
         1
     );
 }
+
+#[tokio::test]
+async fn online_devices_and_listener_state_follow_the_sessions() {
+    let f = start(Gate::open(), |_| {}).await;
+    let stats = f.server.stats();
+    // The accept loop marks the listener up once it runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !stats.listener_up.load(Ordering::Relaxed) {
+        assert!(tokio::time::Instant::now() < deadline, "listener never up");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!stats.is_online("860000000000031"));
+    let a = device(f.server.local_addr(), "860000000000031").await;
+    let b1 = device(f.server.local_addr(), "860000000000032").await;
+    let b2 = device(f.server.local_addr(), "860000000000032").await;
+    assert!(stats.is_online("860000000000031"));
+    assert!(stats.is_online("860000000000032"));
+    assert_eq!(stats.online_devices(), 2);
+    // One of two sessions of the same device ends: it is still online.
+    drop(b1);
+    drop(a);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while stats.is_online("860000000000031") {
+        assert!(tokio::time::Instant::now() < deadline, "still online");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(stats.is_online("860000000000032"));
+    assert_eq!(stats.online_devices(), 1);
+    drop(b2);
+    let (report, _) = f.server.shutdown(Duration::from_secs(5)).await;
+    assert!(report.clean);
+    assert_eq!(stats.online_devices(), 0);
+    assert!(!stats.listener_up.load(Ordering::Relaxed));
+}

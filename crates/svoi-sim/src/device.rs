@@ -426,6 +426,7 @@ impl Device<'_> {
                 imei: self.profile.imei.clone(),
                 record_index,
                 event_time: self.profile.event_time(record_index),
+                position: self.templates.fix(record_index),
             };
             if acks.send(ack).await.is_err() {
                 self.shared.errors.record(

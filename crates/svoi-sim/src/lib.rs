@@ -180,6 +180,9 @@ pub struct Ack {
     pub record_index: u32,
     /// Field 3 of the record (Unix seconds).
     pub event_time: u32,
+    /// Fields 10 and 11 as sent (latitude, longitude in 1/600 000 degree) when the record
+    /// has a valid fix.
+    pub position: Option<(i32, i32)>,
 }
 
 /// What a run did.

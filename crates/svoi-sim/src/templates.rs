@@ -20,6 +20,8 @@ pub(crate) struct Templates {
     records: Vec<Vec<u8>>,
     /// Event time each template was generated with.
     times: Vec<u32>,
+    /// Raw latitude and longitude of each template with a valid fix.
+    fixes: Vec<Option<(i32, i32)>>,
     index_at: Option<usize>,
     time_at: Option<usize>,
     fix_at: Option<usize>,
@@ -42,11 +44,21 @@ impl Templates {
         }
         let mut records = Vec::with_capacity(TEMPLATES);
         let mut times = Vec::with_capacity(TEMPLATES);
+        let mut fixes = Vec::with_capacity(TEMPLATES);
         for k in picks {
+            let values = profile.record_values(k);
             let mut bytes = Vec::with_capacity(layout.record_size());
-            encode::record(layout, &profile.record_values(k), &mut bytes)?;
+            encode::record(layout, &values, &mut bytes)?;
             records.push(bytes);
             times.push(profile.event_time(k));
+            let raw = |n: u8| match values.get(&n) {
+                Some(RawValue::Scalar(Value::I(v))) => i32::try_from(*v).ok(),
+                _ => None,
+            };
+            fixes.push(match (no_fix(&values), raw(10), raw(11)) {
+                (false, Some(lat), Some(lon)) => Some((lat, lon)),
+                _ => None,
+            });
         }
         let at = |n: u8| {
             layout
@@ -58,10 +70,20 @@ impl Templates {
         Ok(Templates {
             records,
             times,
+            fixes,
             index_at: at(1),
             time_at: at(3),
             fix_at: at(9),
         })
+    }
+
+    /// Raw latitude and longitude (1/600 000 degree) that archive record `index` carries, or
+    /// `None` when it has no valid fix.
+    pub(crate) fn fix(&self, index: u32) -> Option<(i32, i32)> {
+        self.fixes
+            .get(index as usize % self.fixes.len().max(1))
+            .copied()
+            .flatten()
     }
 
     /// Appends archive record `index` of the device to `out`.
@@ -129,6 +151,37 @@ mod tests {
             let mut fast = Vec::new();
             t.write(&p, 3, &mut fast);
             assert_eq!(direct, fast);
+        }
+    }
+
+    #[test]
+    fn fix_is_what_the_record_carries() {
+        let cfg = SimConfig::default();
+        for i in 0..5 {
+            let p = device_profile(&cfg, i);
+            let layout = Arc::new(p.layout().unwrap());
+            let t = Templates::new(&p, &layout).unwrap();
+            let (mut with, mut without) = (0, 0);
+            for index in 0..60u32 {
+                let mut out = Vec::new();
+                t.write(&p, index, &mut out);
+                let c = *svoi_proto::Record::decode(&layout, &out).core();
+                match t.fix(index) {
+                    Some((lat, lon)) => {
+                        with += 1;
+                        assert_eq!(c.valid(), Some(true), "device {i} record {index}");
+                        assert_eq!((c.latitude_raw, c.longitude_raw), (Some(lat), Some(lon)));
+                    }
+                    None => {
+                        without += 1;
+                        assert_eq!(c.valid(), Some(false), "device {i} record {index}");
+                    }
+                }
+            }
+            assert!(
+                with > 0 && without > 0,
+                "device {i}: {with} with, {without} without"
+            );
         }
     }
 }

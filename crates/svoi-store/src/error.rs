@@ -46,6 +46,32 @@ pub enum StoreError {
         /// The newest version this build embeds.
         known: u32,
     },
+    /// A read-only handle ([`crate::Reader`]) found a database whose schema is older than
+    /// this build (0: never migrated): it cannot migrate, the writer must open it first.
+    #[error(
+        "database schema version {found} is older than this build ({known}): \
+         open it for writing first (the store migrates it on open)"
+    )]
+    SchemaMismatch {
+        /// The version recorded in `schema_migrations` (0 when there is none).
+        found: u32,
+        /// The version this build expects.
+        known: u32,
+    },
+    /// An active API token already has this name.
+    #[error("a token named {name:?} exists: revoke it first")]
+    TokenExists {
+        /// The name asked for.
+        name: String,
+    },
+    /// A database file could not be read (it is missing, or its metadata is unreadable).
+    #[error("cannot read {}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What the file system said.
+        source: std::io::Error,
+    },
     /// An embedded migration failed; its transaction was rolled back.
     #[error("migration {version} failed: {source}")]
     Migration {
@@ -73,6 +99,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Io { .. } => true,
+            StoreError::File { source, .. } => source.kind() != std::io::ErrorKind::NotFound,
             StoreError::Sqlite(e) => matches!(
                 e.sqlite_error_code(),
                 Some(
@@ -87,6 +114,8 @@ impl StoreError {
             | StoreError::BadSynchronous(_)
             | StoreError::NotWal { .. }
             | StoreError::SchemaTooNew { .. }
+            | StoreError::SchemaMismatch { .. }
+            | StoreError::TokenExists { .. }
             | StoreError::Migration { .. }
             | StoreError::Invalid(_)
             | StoreError::Corrupt(_) => false,

@@ -5,13 +5,18 @@
 //! decoded from it; the raw frame and everything decoded from it land in one transaction or
 //! not at all, and only a successful commit yields the receipt an acknowledgement needs.
 //! Records are deduplicated on (device, record index, event time), so a device resending
-//! unacknowledged records never stores them twice. The crate knows nothing of NTCB, FLEX, TCP
-//! or HTTP.
+//! unacknowledged records never stores them twice.
+//!
+//! Readers (an API server, say) use a [`Reader`]: a pool of read-only connections with
+//! keyset-paged queries ([`PageQuery`], [`Cursor`]) and token look-up; tokens are written
+//! through the [`Store`]. The crate knows nothing of NTCB, FLEX, TCP or HTTP.
 
 mod checkpoint;
 mod error;
 mod migrate;
 mod options;
+mod query;
+mod reader;
 mod receipt;
 mod rows;
 mod store;
@@ -20,6 +25,11 @@ mod url;
 pub use checkpoint::{CheckpointResult, Checkpointer, CheckpointerHandle};
 pub use error::StoreError;
 pub use options::{BACKSTOP_CHECKPOINT_PAGES, StoreOptions, Synchronous};
+pub use query::{
+    AlarmEvent, Cursor, DatabaseSize, DecodeErrorInfo, DeviceDetail, DeviceSummary, NewToken,
+    PageQuery, Position, RawFrameInfo, StoredRecord, TokenRecord, TokenScope,
+};
+pub use reader::Reader;
 pub use receipt::{CommitReceipt, CommitStats};
 pub use rows::{
     DecodedRecord, DeviceUpdate, ExtRecordRow, FrameRow, FrameStatus, LayoutKey, RecordKind,

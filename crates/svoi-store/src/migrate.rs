@@ -7,7 +7,10 @@ use crate::StoreError;
 
 /// Every migration this build knows, ascending by version. Versions are never reused and
 /// released files are never edited: a change is a new file.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_api.sql")),
+];
 
 /// The newest schema version this build embeds.
 pub(crate) fn latest_version() -> u32 {

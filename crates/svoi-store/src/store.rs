@@ -2,10 +2,12 @@
 //! batch commit that turns frames into rows and a [`CommitReceipt`].
 //!
 //! The submodules split the rest of the work: `write` holds the insert statements shared by
-//! commit and reprocess, `read` the queries, `reprocess` the re-decode diff.
+//! commit and reprocess, `read` the queries, `reprocess` the re-decode diff, `tokens` the API
+//! token writes. Read-only queries go through [`crate::Reader`], on connections of its own.
 
 mod read;
 mod reprocess;
+mod tokens;
 mod write;
 
 use std::collections::HashMap;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 
+pub(crate) use read::parse_status;
 pub use read::{FrameFilter, RecordKey, StoredFrame, TableCounts};
 pub use reprocess::ReprocessStats;
 

@@ -33,6 +33,8 @@ pub struct Config {
     pub db: String,
     /// The device-facing TCP side.
     pub ingest: IngestConfig,
+    /// The HTTP API and metrics listeners.
+    pub api: ApiConfig,
     /// SQLite settings (ignored for PostgreSQL).
     pub sqlite: SqliteConfig,
     /// Logging.
@@ -42,6 +44,16 @@ pub struct Config {
 /// `[ingest]`: the device-facing TCP listener, sessions and the batch writer — the ingest
 /// crate's own settings type, filled from the key table.
 pub use svoi_ingest::IngestConfig;
+
+/// `[api]`: the HTTP side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Address of the HTTP API, `/health`, `/ready`, `/metrics` and `/docs`.
+    pub listen: SocketAddr,
+    /// A second listener serving only `/metrics` (for a scrape network apart from the API);
+    /// `None` serves metrics on the API listener only.
+    pub metrics_listen: Option<SocketAddr>,
+}
 
 /// `[sqlite]`: settings of the embedded store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,6 +310,10 @@ fn placeholder() -> Config {
             batch_max_records: 0,
             batch_max_delay: Duration::ZERO,
             shutdown_grace: Duration::ZERO,
+        },
+        api: ApiConfig {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            metrics_listen: None,
         },
         sqlite: SqliteConfig {
             synchronous: String::new(),

@@ -7,6 +7,7 @@
 
 mod cmd;
 mod config;
+mod metrics;
 mod telemetry;
 mod timearg;
 
@@ -53,6 +54,9 @@ enum Command {
     Config(cmd::config::ConfigCommand),
     /// Simulate a fleet of devices against a server (tests, demos, smoke tests, benchmarks).
     Sim(cmd::sim::Args),
+    /// Manage API bearer tokens (stored as hashes in the database).
+    #[command(subcommand)]
+    Token(cmd::token::TokenCommand),
     /// Measure this machine.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -72,7 +76,14 @@ fn main() -> ExitCode {
         .with("db", "--db", cli.db.as_deref())
         .with("log.format", "--log-format", cli.log_format.as_deref());
     if let Command::Serve(a) = &cli.command {
-        overrides = overrides.with("ingest.listen", "--listen", a.listen.as_deref());
+        overrides = overrides
+            .with("ingest.listen", "--listen", a.listen.as_deref())
+            .with("api.listen", "--api-listen", a.api_listen.as_deref())
+            .with(
+                "api.metrics_listen",
+                "--metrics-listen",
+                a.metrics_listen.as_deref(),
+            );
     }
     let env = config::process_env();
     let loaded = config::load(cli.config.as_deref(), &env, &overrides);
@@ -87,6 +98,7 @@ fn main() -> ExitCode {
                 Command::Serve(_) => cmd::serve::run(&loaded),
                 Command::Reprocess(args) => cmd::reprocess::run(&args, &loaded),
                 Command::Bench(b) => cmd::bench::run(&b, &loaded),
+                Command::Token(t) => cmd::token::run(&t, &loaded),
                 Command::Decode(_) | Command::Fields(_) | Command::Sim(_) | Command::Config(_) => {
                     unreachable!("handled above")
                 }

@@ -6,97 +6,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-const BIN: &str = env!("CARGO_BIN_EXE_svoi");
+mod util;
 
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// `svoi serve` in `cwd`, no config file and no `SVOI_*` variables, logging to `log`.
-fn serve(cwd: &Path, db: Option<&str>, addr: SocketAddr, log: &Path) -> Child {
-    serve_with(cwd, db, addr, log, &[])
-}
-
-/// [`serve`] with some `SVOI_*` variables set.
-fn serve_with(
-    cwd: &Path,
-    db: Option<&str>,
-    addr: SocketAddr,
-    log: &Path,
-    env: &[(&str, &str)],
-) -> Child {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(cwd)
-        .arg("serve")
-        .args(["--listen", &addr.to_string()]);
-    if let Some(db) = db {
-        cmd.args(["--db", db]);
-    }
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SVOI_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs(env.iter().copied());
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("svoi serve starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "svoi serve did not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-fn sigterm(child: &mut Child) -> ExitStatus {
-    // The shell's builtin `kill`: no dependency on a procps binary.
-    let ok = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {}", child.id())])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    wait_for(child, Duration::from_secs(30))
-}
-
-fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process {} did not exit within {limit:?}", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sim(addr: SocketAddr, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["sim", "--addr", &addr.to_string(), "--json"])
-        .args(extra);
-    cmd
-}
+use util::{BIN, free_addr, serve, serve_with, sigterm, sim, wait_for};
 
 #[test]
 fn readme_serve_on_the_embedded_default_takes_a_fleet() {

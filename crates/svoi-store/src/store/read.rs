@@ -184,7 +184,7 @@ fn stored_frame(row: &Row<'_>) -> Result<StoredFrame, StoreError> {
 }
 
 /// The status named `text` in `raw_frames.status`.
-pub(super) fn parse_status(text: &str) -> Option<FrameStatus> {
+pub(crate) fn parse_status(text: &str) -> Option<FrameStatus> {
     [FrameStatus::Ok, FrameStatus::Error, FrameStatus::Garbage]
         .into_iter()
         .find(|status| status.as_str() == text)

@@ -7,6 +7,7 @@ pub mod fields;
 pub mod reprocess;
 pub mod serve;
 pub mod sim;
+pub mod token;
 
 use anyhow::{Context, Result};
 use svoi_store::{DbUrl, Store, StoreOptions};

@@ -1,16 +1,20 @@
-//! `svoi serve`: the device listener on the configured database, until SIGTERM or SIGINT, then
-//! a graceful drain (in-flight commits finish and their answers go out) and exit 0.
+//! `svoi serve`: the device listener and the HTTP API on the configured database, until
+//! SIGTERM or SIGINT, then a graceful drain (in-flight commits finish and their answers go out)
+//! and exit 0.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use svoi_ingest::{IngestConfig, Server};
-use tracing::{info, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use crate::config::Loaded;
 
 /// How often the server logs its counters (connections, frames, records, queue depth) at INFO;
-/// `/metrics` (issue #4) will carry the same figures.
+/// `/metrics` carries the same figures.
 const SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Arguments of `svoi serve`.
@@ -19,7 +23,21 @@ pub struct Args {
     /// Address devices connect to (config `ingest.listen`, default 0.0.0.0:5221).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address of the HTTP API, health, readiness and metrics (config `api.listen`, default
+    /// 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<String>,
+    /// Also serve `/metrics` alone on this address (config `api.metrics_listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
+
+/// Read connections the API keeps open on SQLite (reads run on the blocking pool; WAL lets
+/// them proceed beside the writer).
+const API_READERS: usize = 4;
+
+/// How long the HTTP side gets to finish in-flight requests after the device side stopped.
+const API_GRACE: Duration = Duration::from_secs(5);
 
 /// The ingest settings of the effective configuration.
 pub fn ingest_config(loaded: &Loaded) -> IngestConfig {
@@ -33,7 +51,12 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
         warn!("{w}");
     }
     let (store, checkpointer) = crate::cmd::open_writer_store(loaded)?;
+    let (url, options) = crate::cmd::store_options(loaded)?;
+    let reader = svoi_store::Reader::open(&url, &options, API_READERS)
+        .with_context(|| format!("cannot open read connections on {url}"))?;
+    let metrics = crate::metrics::install()?;
     let config = ingest_config(loaded);
+    let api = loaded.config.api.clone();
     raise_fd_limit(config.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -43,10 +66,51 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (ingest.listen)", config.listen))?;
+        let api_listener = tokio::net::TcpListener::bind(api.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (api.listen)", api.listen))?;
+        let metrics_listener = match api.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (api.metrics_listen)"))?,
+            ),
+            None => None,
+        };
         let grace = config.shutdown_grace;
         let server = Server::start(listener, config, store)?;
+        let state = svoi_api::ApiState::new(
+            reader,
+            Arc::new(crate::metrics::IngestLive(server.stats())),
+            crate::metrics::render_fn(metrics.clone(), server.stats()),
+        );
+        let http_stop = CancellationToken::new();
+        let mut http = tokio::task::JoinSet::new();
+        let api_addr = api_listener.local_addr()?;
+        http.spawn(svoi_api::serve(
+            api_listener,
+            svoi_api::app(state.clone()),
+            http_stop.clone(),
+        ));
+        if let Some(l) = metrics_listener {
+            info!(listen = %l.local_addr()?, "serving /metrics");
+            http.spawn(svoi_api::serve(
+                l,
+                svoi_api::metrics_app(state.clone()),
+                http_stop.clone(),
+            ));
+        }
+        let upkeep = tokio::spawn(async move {
+            // Histograms keep their samples until the exporter's upkeep drains them.
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        });
         info!(
             listen = %server.local_addr(),
+            api = %api_addr,
             db = %loaded.config.db,
             synchronous = %loaded.config.sqlite.synchronous,
             version = env!("CARGO_PKG_VERSION"),
@@ -77,6 +141,22 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
         info!(signal, grace_s = grace.as_secs_f64(), "shutting down");
         let stats = server.stats();
         let (report, _) = server.shutdown(grace).await;
+        // The HTTP side outlives the device side so that /ready reports the drain.
+        http_stop.cancel();
+        let drained = tokio::time::timeout(API_GRACE, async {
+            while let Some(r) = http.join_next().await {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => error!(error = %e, "http listener failed"),
+                    Err(e) => error!(error = %e, "http task failed"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!("http requests still running after the grace period; dropped");
+        }
+        upkeep.abort();
         let s = stats.snapshot();
         if report.clean {
             info!(

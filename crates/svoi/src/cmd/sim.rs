@@ -3,8 +3,8 @@
 //! throughput, acknowledgement-latency percentiles. Exit code 0 when every device got all its
 //! records acknowledged with byte-exact replies, 1 otherwise, 2 on usage or I/O errors.
 //!
-//! `--acked-log FILE` appends `<imei> <record_index> <event_time>` for every acknowledged
-//! record and hands the lines to the operating system at least every 100 ms, so a crash test
+//! `--acked-log FILE` appends `<imei> <record_index> <event_time> <latitude> <longitude>`
+//! (degrees, `-` for a record without a valid fix) for every acknowledged record and hands the lines to the operating system at least every 100 ms, so a crash test
 //! that kills the server can check afterwards that each acknowledged record was stored.
 
 use std::fs::{File, OpenOptions};
@@ -74,7 +74,8 @@ pub struct Args {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
-    /// Append "<imei> <record_index> <event_time>" for every acknowledged record to FILE.
+    /// Append "<imei> <record_index> <event_time> <latitude> <longitude>" for every
+    /// acknowledged record to FILE (coordinates in degrees, `-` for a record without a fix).
     #[arg(long, value_name = "FILE")]
     acked_log: Option<PathBuf>,
 }
@@ -181,9 +182,18 @@ async fn write_acks(file: Arc<File>, mut acks: mpsc::Receiver<Ack>) -> io::Resul
             ack = acks.recv() => match ack {
                 Some(a) => {
                     if failed.is_none() {
-                        pending.extend_from_slice(
-                            format!("{} {} {}\n", a.imei, a.record_index, a.event_time).as_bytes(),
-                        );
+                        let line = match a.position {
+                            Some((lat, lon)) => format!(
+                                "{} {} {} {:.6} {:.6}\n",
+                                a.imei,
+                                a.record_index,
+                                a.event_time,
+                                f64::from(lat) / 600_000.0,
+                                f64::from(lon) / 600_000.0
+                            ),
+                            None => format!("{} {} {} - -\n", a.imei, a.record_index, a.event_time),
+                        };
+                        pending.extend_from_slice(line.as_bytes());
                     }
                     pending.len() >= ACK_FLUSH_BYTES
                 }

@@ -39,6 +39,8 @@ pub(super) const KEYS: &[Key] = &[
     key!("ingest.batch_max_records" = "5000", Count<1> => ingest.batch_max_records),
     key!("ingest.batch_max_delay" = "1ms", AnyDuration => ingest.batch_max_delay),
     key!("ingest.shutdown_grace" = "10s", Positive => ingest.shutdown_grace),
+    key!("api.listen" = "127.0.0.1:8080", Addr => api.listen),
+    key!("api.metrics_listen" = "", OptionalAddr => api.metrics_listen),
     key!("sqlite.synchronous" = "full", Synchronous => sqlite.synchronous),
     key!("sqlite.busy_timeout" = "5s", Positive => sqlite.busy_timeout),
     key!("log.format" = "text", Format => log.format),
@@ -148,6 +150,25 @@ impl Kind for Addr {
 
     fn show(value: &SocketAddr) -> String {
         value.to_string()
+    }
+}
+
+/// An optional `IP:PORT`; the empty string means none.
+pub(super) struct OptionalAddr;
+
+impl Kind for OptionalAddr {
+    type Value = Option<SocketAddr>;
+
+    fn parse(raw: &str) -> Result<Option<SocketAddr>, String> {
+        if raw.trim().is_empty() {
+            Ok(None)
+        } else {
+            Addr::parse(raw).map(Some)
+        }
+    }
+
+    fn show(value: &Option<SocketAddr>) -> String {
+        value.map(|a| a.to_string()).unwrap_or_default()
     }
 }
 

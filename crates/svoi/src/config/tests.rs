@@ -70,6 +70,8 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.ingest.batch_max_records, 5_000);
     assert_eq!(c.ingest.batch_max_delay, Duration::from_millis(1));
     assert_eq!(c.ingest.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(c.api.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.api.metrics_listen, None);
     assert_eq!(c.sqlite.synchronous, "full");
     assert_eq!(c.sqlite.busy_timeout, Duration::from_secs(5));
     assert_eq!(c.log.format, LogFormat::Text);
@@ -94,6 +96,8 @@ fn key_names_and_variables_are_the_documented_interface() {
             "ingest.batch_max_records",
             "ingest.batch_max_delay",
             "ingest.shutdown_grace",
+            "api.listen",
+            "api.metrics_listen",
             "sqlite.synchronous",
             "sqlite.busy_timeout",
             "log.format",
@@ -128,6 +132,11 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("ingest.batch_max_records", ["100", "200", "300"]),
     ("ingest.batch_max_delay", ["0s", "5ms", "1s 500ms"]),
     ("ingest.shutdown_grace", ["1s", "1m", "1h"]),
+    ("api.listen", ["127.0.0.1:8081", "0.0.0.0:80", "[::1]:8082"]),
+    (
+        "api.metrics_listen",
+        ["127.0.0.1:9100", "0.0.0.0:9101", "[::1]:9102"],
+    ),
     ("sqlite.synchronous", ["off", "normal", "extra"]),
     ("sqlite.busy_timeout", ["1s", "2s", "3s"]),
     ("log.format", ["json", "text", "json"]),
@@ -539,8 +548,8 @@ fn render_shows_values_and_sources_aligned_in_table_order() {
         lines[3].starts_with("ingest.idle_timeout = \"10m\" "),
         "{text}"
     );
-    assert!(lines[12].starts_with("log.format = \"json\" "), "{text}");
-    assert!(lines[12].ends_with("  # flag:--log-format"), "{text}");
+    assert!(lines[14].starts_with("log.format = \"json\" "), "{text}");
+    assert!(lines[14].ends_with("  # flag:--log-format"), "{text}");
     let columns: Vec<usize> = lines.iter().map(|l| l.find("  # ").unwrap()).collect();
     assert!(columns.iter().all(|c| *c == columns[0]), "aligned: {text}");
 }

@@ -1,0 +1,295 @@
+//! A device's records (as JSON, CSV or GeoJSON) and alarm events, paged by event time.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use svoi_store::{Cursor, Reader, StoreError};
+
+use crate::devices::unknown_device;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiPath, ApiQuery};
+use crate::model::{
+    CORE_KEYS, Event, EventPage, Feature, FeatureCollection, FeatureCollectionType, FeatureType,
+    LineString, LineStringType, Point, PointFeature, PointType, RecordItem, RecordPage,
+    TrackFeature, TrackProperties,
+};
+use crate::params::{
+    self, DEFAULT_LIMIT, EventsQuery, MAX_LIMIT, RECORDS_DEFAULT_LIMIT, RECORDS_MAX_LIMIT,
+    RecordFormat, RecordsQuery,
+};
+use crate::state::ApiState;
+
+/// The response header carrying the next page's cursor of a CSV page.
+pub(crate) const NEXT_CURSOR: HeaderName = HeaderName::from_static("x-next-cursor");
+
+/// CSV's content type.
+const CSV: &str = "text/csv; charset=utf-8";
+/// GeoJSON's content type (RFC 7946).
+const GEOJSON: &str = "application/geo+json";
+
+/// `rows` if the device exists: an empty page is ambiguous (no rows in the range, or no such
+/// device), so only then is the device looked up.
+fn known<T>(r: &Reader, imei: &str, rows: Vec<T>) -> Result<Option<Vec<T>>, StoreError> {
+    if rows.is_empty() && r.device(imei)?.is_none() {
+        Ok(None)
+    } else {
+        Ok(Some(rows))
+    }
+}
+
+/// The device's records with event time in `[from, to)`, ordered by event time.
+///
+/// JSON items carry the core values present in the record, `source`, `received_at`, then
+/// every other decoded field by name. CSV has the core columns then the other fields seen on
+/// the page, the next cursor in `X-Next-Cursor`. GeoJSON is a FeatureCollection: the page's
+/// track as a LineString of its valid fixes (when there are two or more), then one Point per
+/// record with coordinates, its JSON item as properties.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{imei}/records",
+    tag = "devices",
+    params(
+        ("imei" = String, Path, description = "Device IMEI (1 to 20 digits)", pattern = "^[0-9]{1,20}$"),
+        RecordsQuery,
+    ),
+    security(("bearer" = [])),
+    responses(
+        (
+            status = 200,
+            description = "A page of records",
+            content(
+                (RecordPage = "application/json"),
+                (String = "text/csv"),
+                (FeatureCollection = "application/geo+json"),
+            ),
+            headers(("X-Next-Cursor" = String, description = "CSV only: cursor of the next page; absent on the last page")),
+        ),
+        (status = 400, description = "Invalid IMEI, time, range, limit, cursor or format", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "Unknown device", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database busy", body = ErrorBody),
+    )
+)]
+pub(crate) async fn records(
+    State(state): State<ApiState>,
+    ApiPath(imei): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RecordsQuery>,
+) -> Result<Response, ApiError> {
+    params::imei(&imei)?;
+    let format = params::format(q.format.as_deref())?;
+    let limit = params::limit(q.limit.as_deref(), RECORDS_DEFAULT_LIMIT, RECORDS_MAX_LIMIT)?;
+    let page = params::seconds_page(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.cursor.as_deref(),
+        limit,
+    )?;
+    let key = imei.clone();
+    let rows = state
+        .store(move |r| {
+            let rows = r.records(&key, &page)?;
+            known(r, &key, rows)
+        })
+        .await?
+        .ok_or_else(|| unknown_device(&imei))?;
+    let (rows, next) = params::paginate(rows, limit, |r| {
+        params::encode_cursor(Cursor {
+            // The store never returns a record without an event time (it is the page key).
+            key: r.row.event_time.unwrap_or(i64::MIN),
+            id: r.id,
+        })
+    });
+    let items: Vec<RecordItem> = rows.iter().map(RecordItem::new).collect();
+    match format {
+        RecordFormat::Json => Ok(Json(RecordPage { items, next }).into_response()),
+        RecordFormat::Csv => csv(&items, next),
+        RecordFormat::Geojson => Ok(geojson(items, next)),
+    }
+}
+
+/// The page as CSV: a header of the core columns then every other field name in the order
+/// first seen on the page; absent values empty, lists and objects as JSON text.
+fn csv(items: &[RecordItem], next: Option<String>) -> Result<Response, ApiError> {
+    let mut maps = Vec::with_capacity(items.len());
+    for item in items {
+        match serde_json::to_value(item) {
+            Ok(Value::Object(map)) => maps.push(map),
+            Ok(_) => return Err(ApiError::Internal("a record item is not an object".into())),
+            Err(e) => return Err(ApiError::Internal(format!("record item to json: {e}"))),
+        }
+    }
+    let mut columns: Vec<&str> = CORE_KEYS.to_vec();
+    for item in items {
+        for key in item.other.keys() {
+            if !columns.contains(&key.as_str()) {
+                columns.push(key);
+            }
+        }
+    }
+    let mut out = String::new();
+    push_row(&mut out, columns.iter().map(|c| (*c).to_owned()));
+    for map in &maps {
+        push_row(
+            &mut out,
+            columns
+                .iter()
+                .map(|c| map.get(*c).map(cell).unwrap_or_default()),
+        );
+    }
+    let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static(CSV))], out).into_response();
+    if let Some(next) = next {
+        let value = HeaderValue::from_str(&next)
+            .map_err(|e| ApiError::Internal(format!("cursor {next:?} as a header: {e}")))?;
+        res.headers_mut().insert(NEXT_CURSOR, value);
+    }
+    Ok(res)
+}
+
+/// One CSV cell's text for a JSON value.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_) => v.to_string(),
+    }
+}
+
+/// Appends a CSV line (RFC 4180: CRLF endings, fields with a comma, quote or line break
+/// quoted, quotes doubled).
+fn push_row(out: &mut String, cells: impl Iterator<Item = String>) {
+    for (i, c) in cells.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if c.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&c.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(&c);
+        }
+    }
+    out.push_str("\r\n");
+}
+
+/// The page as a GeoJSON FeatureCollection.
+fn geojson(items: Vec<RecordItem>, next: Option<String>) -> Response {
+    let track: Vec<[f64; 2]> = items
+        .iter()
+        .filter(|i| i.valid != Some(false))
+        .filter_map(lon_lat)
+        .collect();
+    let mut features = Vec::with_capacity(items.len() + 1);
+    if track.len() >= 2 {
+        features.push(Feature::Track(TrackFeature {
+            kind: FeatureType::Feature,
+            geometry: LineString {
+                kind: LineStringType::LineString,
+                coordinates: track,
+            },
+            properties: TrackProperties::default(),
+        }));
+    }
+    for item in items {
+        if let Some(coordinates) = lon_lat(&item) {
+            features.push(Feature::Point(Box::new(PointFeature {
+                kind: FeatureType::Feature,
+                geometry: Point {
+                    kind: PointType::Point,
+                    coordinates,
+                },
+                properties: item,
+            })));
+        }
+    }
+    let body = FeatureCollection {
+        kind: FeatureCollectionType::FeatureCollection,
+        features,
+        next,
+    };
+    let mut res = Json(body).into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(GEOJSON));
+    res
+}
+
+/// `[longitude, latitude]` of an item that has both.
+fn lon_lat(item: &RecordItem) -> Option<[f64; 2]> {
+    Some([item.longitude?, item.latitude?])
+}
+
+/// The device's alarm events with event time in `[from, to)`, ordered by event time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{imei}/events",
+    tag = "devices",
+    params(
+        ("imei" = String, Path, description = "Device IMEI (1 to 20 digits)", pattern = "^[0-9]{1,20}$"),
+        EventsQuery,
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of alarm events", body = EventPage),
+        (status = 400, description = "Invalid IMEI, time, range, limit or cursor", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "Unknown device", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+        (status = 503, description = "Database busy", body = ErrorBody),
+    )
+)]
+pub(crate) async fn events(
+    State(state): State<ApiState>,
+    ApiPath(imei): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<EventPage>, ApiError> {
+    params::imei(&imei)?;
+    let limit = params::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
+    let page = params::seconds_page(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.cursor.as_deref(),
+        limit,
+    )?;
+    let key = imei.clone();
+    let rows = state
+        .store(move |r| {
+            let rows = r.events(&key, &page)?;
+            known(r, &key, rows)
+        })
+        .await?
+        .ok_or_else(|| unknown_device(&imei))?;
+    let (rows, next) = params::paginate(rows, limit, |e| {
+        params::encode_cursor(Cursor {
+            // The store never returns an event without an event time (it is the page key).
+            key: e.event_time.unwrap_or(i64::MIN),
+            id: e.id,
+        })
+    });
+    let items = rows.iter().map(Event::from).collect();
+    Ok(Json(EventPage { items, next }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_when_needed() {
+        let mut out = String::new();
+        push_row(
+            &mut out,
+            ["a", "b,c", "say \"hi\"", "line\nbreak", ""]
+                .into_iter()
+                .map(str::to_owned),
+        );
+        assert_eq!(out, "a,\"b,c\",\"say \"\"hi\"\"\",\"line\nbreak\",\r\n");
+        assert_eq!(cell(&serde_json::json!([1, 2])), "[1,2]");
+        assert_eq!(cell(&serde_json::json!(null)), "");
+        assert_eq!(cell(&serde_json::json!(1.5)), "1.5");
+        assert_eq!(cell(&serde_json::json!(true)), "true");
+        assert_eq!(cell(&serde_json::json!("x")), "x");
+    }
+}

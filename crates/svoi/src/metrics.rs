@@ -1,0 +1,146 @@
+//! The process's Prometheus exporter: installs the global `metrics` recorder with histogram
+//! buckets, publishes the ingest side's counters at scrape time, and renders the text format
+//! for `/metrics`.
+//!
+//! The libraries emit labelled counters and histograms through the `metrics` facade as events
+//! happen; plain counters and gauges live as atomics in `IngestStats` and are copied into the
+//! recorder just before each render, so the hot path pays for one atomic add, not a registry
+//! lookup.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use metrics::{counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use svoi_ingest::IngestStats;
+
+/// Default histogram buckets (seconds) for histograms without their own list: 0.5 ms to 10 s.
+const SECONDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide recorder. Call once, before the server starts.
+pub fn install() -> Result<PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets(SECONDS)
+        .context("invalid histogram buckets")?;
+    for (name, buckets) in svoi_ingest::names::HISTOGRAMS {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full((*name).to_string()), buckets)
+            .context("invalid histogram buckets")?;
+    }
+    let handle = builder
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    svoi_ingest::names::describe();
+    describe();
+    gauge!("svoi_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    gauge!("svoi_start_time_seconds").set(started);
+    Ok(handle)
+}
+
+fn describe() {
+    describe_gauge!("svoi_build_info", "Build of the running server (value 1)");
+    describe_gauge!("svoi_start_time_seconds", "Process start, Unix seconds");
+    describe_gauge!("svoi_connections_open", "Device connections open now");
+    describe_counter!(
+        "svoi_connections_accepted_total",
+        "Device connections accepted"
+    );
+    describe_counter!(
+        "svoi_connections_rejected_total",
+        "Device connections refused at the connection cap"
+    );
+    describe_gauge!(
+        "svoi_devices_online",
+        "Distinct devices with an identified session open now"
+    );
+    describe_counter!(
+        "svoi_records_stored_total",
+        "Records stored (new rows in records and ext_records)"
+    );
+    describe_counter!(
+        "svoi_records_duplicate_total",
+        "Records received again and not stored twice"
+    );
+    describe_gauge!("svoi_queue_depth", "Frames waiting for the batch writer");
+    describe_counter!(
+        "svoi_acks_sent_total",
+        "Acknowledgements sent after a durable commit"
+    );
+    describe_counter!("svoi_commits_total", "Group commits done");
+    describe_counter!(
+        "svoi_commit_failures_total",
+        "Group commits that failed (their frames were not acknowledged)"
+    );
+    describe_counter!(
+        "svoi_sync_losses_total",
+        "Device sessions closed because framing was lost"
+    );
+    describe_gauge!(
+        "svoi_last_frame_timestamp_seconds",
+        "Arrival of the last device message, Unix seconds (0 = none yet)"
+    );
+    describe_gauge!("svoi_writer_up", "1 while the batch writer runs");
+    describe_gauge!(
+        "svoi_ingest_listener_up",
+        "1 while the device listener accepts connections"
+    );
+}
+
+/// Copies the ingest counters into the recorder.
+pub fn publish(stats: &IngestStats) {
+    let s = stats.snapshot();
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    gauge!("svoi_connections_open").set(s.connections_open as f64);
+    counter!("svoi_connections_accepted_total").absolute(s.connections_accepted);
+    counter!("svoi_connections_rejected_total").absolute(s.connections_rejected);
+    gauge!("svoi_devices_online").set(stats.online_devices() as f64);
+    counter!("svoi_records_stored_total").absolute(s.records_stored);
+    counter!("svoi_records_duplicate_total").absolute(s.duplicates);
+    gauge!("svoi_queue_depth").set(s.queue_depth as f64);
+    counter!("svoi_acks_sent_total").absolute(s.acks_sent);
+    counter!("svoi_commits_total").absolute(s.commits);
+    counter!("svoi_commit_failures_total").absolute(s.commit_failures);
+    counter!("svoi_sync_losses_total").absolute(s.sync_losses);
+    let last_ms = stats.last_frame_unix_ms.load(Ordering::Relaxed);
+    gauge!("svoi_last_frame_timestamp_seconds").set(last_ms as f64 / 1000.0);
+    gauge!("svoi_writer_up").set(flag(stats.writer_alive.load(Ordering::Relaxed)));
+    gauge!("svoi_ingest_listener_up").set(flag(stats.listener_up.load(Ordering::Relaxed)));
+}
+
+/// The `/metrics` body source handed to the API: publish, then render.
+pub fn render_fn(handle: PrometheusHandle, stats: Arc<IngestStats>) -> svoi_api::MetricsRender {
+    Arc::new(move || {
+        publish(&stats);
+        handle.render()
+    })
+}
+
+/// The API's view of the live ingest side.
+pub struct IngestLive(pub Arc<IngestStats>);
+
+impl svoi_api::Live for IngestLive {
+    fn status(&self) -> svoi_api::LiveStatus {
+        let s = self.0.snapshot();
+        let last = self.0.last_frame_unix_ms.load(Ordering::Relaxed);
+        svoi_api::LiveStatus {
+            listener_up: self.0.listener_up.load(Ordering::Relaxed),
+            writer_alive: self.0.writer_alive.load(Ordering::Relaxed),
+            connections_open: s.connections_open,
+            frames_received: s.frames_received,
+            decode_errors: s.decode_errors,
+            queue_depth: s.queue_depth,
+            last_frame_unix_ms: (last > 0).then_some(last),
+        }
+    }
+
+    fn is_online(&self, imei: &str) -> bool {
+        self.0.is_online(imei)
+    }
+}
