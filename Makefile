@@ -3,7 +3,7 @@
 SVOI := cargo run --release --quiet -p svoi --
 FUZZ_SECONDS ?= 60
 
-.PHONY: help build run sim test lint fmt bench bench-ingest fuzz decode fields config-check reprocess ci clean
+.PHONY: help build run sim test lint fmt bench bench-ingest fuzz decode fields config-check reprocess token api-contract ci clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ config-check: ## Print the effective configuration and where each value came fro
 
 reprocess: ## Re-decode archived frames: make reprocess SINCE=2026-11-01 [IMEI=...]
 	$(SVOI) reprocess --since $(SINCE) $(if $(IMEI),--imei $(IMEI))
+
+token: ## Create an API token: make token NAME=grafana [SCOPE=admin]
+	$(SVOI) token create --name $(NAME) --scope $(or $(SCOPE),read)
+
+api-contract: ## promtool and schemathesis against a running server (what CI runs)
+	./.ci/api-contract
 
 ci: ## Run what CI runs (.ci/run)
 	./.ci/run
