@@ -283,3 +283,66 @@ fn api_returns_exactly_the_acknowledged_records() {
 
     assert!(sigterm(&mut server).success());
 }
+
+#[test]
+fn token_commands_refuse_bad_input_and_never_show_a_secret_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("svoi.db").display());
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .args(["--db", &db, "token"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+            out.status.code().unwrap_or(-1),
+        )
+    };
+    let (out, _, code) = run(&["create", "--name", "ops", "--scope", "admin"]);
+    assert_eq!(code, 0);
+    let token = out.lines().last().unwrap().to_string();
+    // The same name while the first is active: refused, nothing printed that looks like one.
+    let (out, err, code) = run(&["create", "--name", "ops"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("exists"), "{err}");
+    assert!(!out.contains("svoi_"), "{out}");
+    let (_, err, code) = run(&["create", "--name", "has space"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid token name"), "{err}");
+    let (_, _, code) = run(&["create", "--name", "x", "--scope", "root"]);
+    assert_eq!(code, 2);
+    let (out, _, code) = run(&["list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ops") && out.contains("admin"), "{out}");
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(!out.contains(secret), "list shows the secret");
+    let (_, err, code) = run(&["revoke", "nobody"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no active token"), "{err}");
+    assert_eq!(run(&["revoke", "ops"]).2, 0);
+    assert_eq!(run(&["revoke", "ops"]).2, 1, "revoked twice");
+    // The name is free again; the new token differs from the revoked one.
+    let (out, _, code) = run(&["create", "--name", "ops"]);
+    assert_eq!(code, 0);
+    assert_ne!(out.lines().last().unwrap(), token);
+    // Only hashes are stored.
+    let conn = rusqlite::Connection::open(dir.path().join("svoi.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT * FROM api_tokens").unwrap();
+    let columns = stmt.column_count();
+    let rows: Vec<String> = stmt
+        .query_map([], |row| {
+            Ok((0..columns)
+                .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                .collect::<Vec<_>>()
+                .join(" "))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 2);
+    let hex_secret = secret.to_string();
+    assert!(rows.iter().all(|r| !r.contains(&hex_secret)), "{rows:?}");
+}
