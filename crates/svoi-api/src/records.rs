@@ -4,8 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use std::collections::HashSet;
+
 use serde_json::Value;
-use svoi_store::{Cursor, Reader, StoreError};
+use svoi_store::{Cursor, PageQuery, Reader, StoreError};
 
 use crate::devices::unknown_device;
 use crate::error::{ApiError, ErrorBody};
@@ -37,6 +39,39 @@ fn known<T>(r: &Reader, imei: &str, rows: Vec<T>) -> Result<Option<Vec<T>>, Stor
     } else {
         Ok(Some(rows))
     }
+}
+
+/// The time window and paging parameters of a per-device list.
+struct Window<'a> {
+    from: Option<&'a str>,
+    to: Option<&'a str>,
+    cursor: Option<&'a str>,
+    limit: u32,
+}
+
+/// Reads one page of a device's rows keyed by event time: checks the IMEI and the window,
+/// fetches `limit + 1` rows through `fetch` (404 for an unknown device), and returns the page
+/// with the cursor of the next one (`None` on the last page).
+async fn device_page<T: Send + 'static>(
+    state: &ApiState,
+    imei: &str,
+    w: Window<'_>,
+    fetch: fn(&Reader, &str, &PageQuery) -> Result<Vec<T>, StoreError>,
+    key: fn(&T) -> Cursor,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    params::imei(imei)?;
+    let page = params::seconds_page(w.from, w.to, w.cursor, w.limit)?;
+    let owned = imei.to_owned();
+    let rows = state
+        .store(move |r| {
+            let rows = fetch(r, &owned, &page)?;
+            known(r, &owned, rows)
+        })
+        .await?
+        .ok_or_else(|| unknown_device(imei))?;
+    Ok(params::paginate(rows, w.limit, |r| {
+        params::encode_cursor(key(r))
+    }))
 }
 
 /// The device's records with event time in `[from, to)`, ordered by event time.
@@ -78,30 +113,19 @@ pub(crate) async fn records(
     ApiPath(imei): ApiPath<String>,
     ApiQuery(q): ApiQuery<RecordsQuery>,
 ) -> Result<Response, ApiError> {
-    params::imei(&imei)?;
     let format = params::format(q.format.as_deref())?;
-    let limit = params::limit(q.limit.as_deref(), RECORDS_DEFAULT_LIMIT, RECORDS_MAX_LIMIT)?;
-    let page = params::seconds_page(
-        q.from.as_deref(),
-        q.to.as_deref(),
-        q.cursor.as_deref(),
-        limit,
-    )?;
-    let key = imei.clone();
-    let rows = state
-        .store(move |r| {
-            let rows = r.records(&key, &page)?;
-            known(r, &key, rows)
-        })
-        .await?
-        .ok_or_else(|| unknown_device(&imei))?;
-    let (rows, next) = params::paginate(rows, limit, |r| {
-        params::encode_cursor(Cursor {
-            // The store never returns a record without an event time (it is the page key).
-            key: r.row.event_time.unwrap_or(i64::MIN),
-            id: r.id,
-        })
-    });
+    let window = Window {
+        from: q.from.as_deref(),
+        to: q.to.as_deref(),
+        cursor: q.cursor.as_deref(),
+        limit: params::limit(q.limit.as_deref(), RECORDS_DEFAULT_LIMIT, RECORDS_MAX_LIMIT)?,
+    };
+    let (rows, next) = device_page(&state, &imei, window, Reader::records, |r| Cursor {
+        // The store never returns a record without an event time (it is the page key).
+        key: r.row.event_time.unwrap_or(i64::MIN),
+        id: r.id,
+    })
+    .await?;
     let items: Vec<RecordItem> = rows.iter().map(RecordItem::new).collect();
     match format {
         RecordFormat::Json => Ok(Json(RecordPage { items, next }).into_response()),
@@ -122,23 +146,15 @@ fn csv(items: &[RecordItem], next: Option<String>) -> Result<Response, ApiError>
         }
     }
     let mut columns: Vec<&str> = CORE_KEYS.to_vec();
+    let mut seen: HashSet<&str> = columns.iter().copied().collect();
     for item in items {
         for key in item.other.keys() {
-            if !columns.contains(&key.as_str()) {
+            if seen.insert(key.as_str()) {
                 columns.push(key);
             }
         }
     }
-    let mut out = String::new();
-    push_row(&mut out, columns.iter().map(|c| (*c).to_owned()));
-    for map in &maps {
-        push_row(
-            &mut out,
-            columns
-                .iter()
-                .map(|c| map.get(*c).map(cell).unwrap_or_default()),
-        );
-    }
+    let out = write_csv(&columns, &maps).map_err(|e| ApiError::Internal(format!("csv: {e}")))?;
     let mut res = ([(header::CONTENT_TYPE, HeaderValue::from_static(CSV))], out).into_response();
     if let Some(next) = next {
         let value = HeaderValue::from_str(&next)
@@ -148,6 +164,25 @@ fn csv(items: &[RecordItem], next: Option<String>) -> Result<Response, ApiError>
     Ok(res)
 }
 
+/// RFC 4180 text (CRLF line ends): the header, then one line per item.
+fn write_csv(
+    columns: &[&str],
+    maps: &[serde_json::Map<String, Value>],
+) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    w.write_record(columns)?;
+    for map in maps {
+        w.write_record(
+            columns
+                .iter()
+                .map(|c| map.get(*c).map(cell).unwrap_or_default()),
+        )?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
 /// One CSV cell's text for a JSON value.
 fn cell(v: &Value) -> String {
     match v {
@@ -155,24 +190,6 @@ fn cell(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_) => v.to_string(),
     }
-}
-
-/// Appends a CSV line (RFC 4180: CRLF endings, fields with a comma, quote or line break
-/// quoted, quotes doubled).
-fn push_row(out: &mut String, cells: impl Iterator<Item = String>) {
-    for (i, c) in cells.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        if c.contains([',', '"', '\n', '\r']) {
-            out.push('"');
-            out.push_str(&c.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(&c);
-        }
-    }
-    out.push_str("\r\n");
 }
 
 /// The page as a GeoJSON FeatureCollection.
@@ -245,29 +262,18 @@ pub(crate) async fn events(
     ApiPath(imei): ApiPath<String>,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
-    params::imei(&imei)?;
-    let limit = params::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
-    let page = params::seconds_page(
-        q.from.as_deref(),
-        q.to.as_deref(),
-        q.cursor.as_deref(),
-        limit,
-    )?;
-    let key = imei.clone();
-    let rows = state
-        .store(move |r| {
-            let rows = r.events(&key, &page)?;
-            known(r, &key, rows)
-        })
-        .await?
-        .ok_or_else(|| unknown_device(&imei))?;
-    let (rows, next) = params::paginate(rows, limit, |e| {
-        params::encode_cursor(Cursor {
-            // The store never returns an event without an event time (it is the page key).
-            key: e.event_time.unwrap_or(i64::MIN),
-            id: e.id,
-        })
-    });
+    let window = Window {
+        from: q.from.as_deref(),
+        to: q.to.as_deref(),
+        cursor: q.cursor.as_deref(),
+        limit: params::limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?,
+    };
+    let (rows, next) = device_page(&state, &imei, window, Reader::events, |e| Cursor {
+        // The store never returns an event without an event time (it is the page key).
+        key: e.event_time.unwrap_or(i64::MIN),
+        id: e.id,
+    })
+    .await?;
     let items = rows.iter().map(Event::from).collect();
     Ok(Json(EventPage { items, next }))
 }
@@ -277,15 +283,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csv_cells_are_quoted_when_needed() {
-        let mut out = String::new();
-        push_row(
-            &mut out,
-            ["a", "b,c", "say \"hi\"", "line\nbreak", ""]
-                .into_iter()
-                .map(str::to_owned),
+    fn csv_is_rfc4180_with_a_header_and_quoted_cells() {
+        let row = serde_json::json!({"a": "b,c", "b": "say \"hi\"", "c": [1, 2]});
+        let Value::Object(map) = row else {
+            unreachable!()
+        };
+        let out = write_csv(&["a", "b", "c", "d"], &[map]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "a,b,c,d\r\n\"b,c\",\"say \"\"hi\"\"\",\"[1,2]\",\r\n"
         );
-        assert_eq!(out, "a,\"b,c\",\"say \"\"hi\"\"\",\"line\nbreak\",\r\n");
+    }
+
+    #[test]
+    fn csv_cells_are_json_text_for_non_strings() {
         assert_eq!(cell(&serde_json::json!([1, 2])), "[1,2]");
         assert_eq!(cell(&serde_json::json!(null)), "");
         assert_eq!(cell(&serde_json::json!(1.5)), "1.5");
