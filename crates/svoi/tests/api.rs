@@ -346,3 +346,48 @@ fn token_commands_refuse_bad_input_and_never_show_a_secret_twice() {
     let hex_secret = secret.to_string();
     assert!(rows.iter().all(|r| !r.contains(&hex_secret)), "{rows:?}");
 }
+
+#[test]
+fn metrics_listener_serves_only_metrics_and_a_busy_api_port_stops_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("svoi.db").display());
+    let (addr, api, metrics) = (free_addr(), free_addr(), free_addr());
+    let log = dir.path().join("serve.log");
+    let metrics_env = metrics.to_string();
+    let mut server = serve_api(
+        dir.path(),
+        Some(&db),
+        addr,
+        api,
+        &log,
+        &[("SVOI_API_METRICS_LISTEN", metrics_env.as_str())],
+    );
+    let agent = client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(metrics).is_err() {
+        assert!(Instant::now() < deadline, "no metrics listener");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body) = get(&agent, metrics, "/metrics", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("svoi_build_info{version="), "{body}");
+    let (status, body) = get(&agent, metrics, "/api/v1/devices", None);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "not_found"
+    );
+
+    // A second server whose API port is taken refuses to start, naming the key.
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--db", &db])
+        .args(["--listen", &free_addr().to_string()])
+        .args(["--api-listen", &api.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api.listen"), "{err}");
+    assert!(sigterm(&mut server).success());
+}
