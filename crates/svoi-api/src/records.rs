@@ -34,7 +34,7 @@ const GEOJSON: &str = "application/geo+json";
 /// `rows` if the device exists: an empty page is ambiguous (no rows in the range, or no such
 /// device), so only then is the device looked up.
 fn known<T>(r: &Reader, imei: &str, rows: Vec<T>) -> Result<Option<Vec<T>>, StoreError> {
-    if rows.is_empty() && r.device(imei)?.is_none() {
+    if rows.is_empty() && !r.device_exists(imei)? {
         Ok(None)
     } else {
         Ok(Some(rows))

@@ -346,6 +346,17 @@ impl Reader {
         Ok(Some(detail))
     }
 
+    /// Whether a device with this IMEI is known: one index lookup, unlike [`Reader::device`],
+    /// which also counts the device's records.
+    pub fn device_exists(&self, imei: &str) -> Result<bool, StoreError> {
+        let conn = self.pool.lease();
+        let found = conn
+            .prepare_cached("SELECT 1 FROM devices WHERE imei = ?1")?
+            .query_row([imei], |_| Ok(()))
+            .optional()?;
+        Ok(found.is_some())
+    }
+
     /// The device's records with event_time in [q.from, q.to), ordered by (event_time, id),
     /// strictly after q.after. Records with NULL event_time are never returned. Unknown
     /// IMEI -> empty.

@@ -278,6 +278,8 @@ fn an_unknown_imei_gives_empty_pages_and_no_device() {
     let reader = reader(&dir);
     let all = range(i64::MIN, i64::MAX, 100);
     assert!(reader.device("000000000000000").unwrap().is_none());
+    assert!(!reader.device_exists("000000000000000").unwrap());
+    assert!(reader.device_exists(IMEI).unwrap());
     assert!(reader.records("000000000000000", &all).unwrap().is_empty());
     assert!(reader.events("000000000000000", &all).unwrap().is_empty());
     assert!(
