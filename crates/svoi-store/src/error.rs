@@ -80,6 +80,12 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// Every read connection stayed busy for the whole wait.
+    #[error("all read connections busy for {waited:?}")]
+    ReadersBusy {
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
     /// The caller handed the store something it cannot store (checked before any write).
     #[error("invalid input: {0}")]
     Invalid(String),
@@ -98,7 +104,7 @@ impl StoreError {
     /// same way.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Io { .. } => true,
+            StoreError::Io { .. } | StoreError::ReadersBusy { .. } => true,
             StoreError::File { source, .. } => source.kind() != std::io::ErrorKind::NotFound,
             StoreError::Sqlite(e) => matches!(
                 e.sqlite_error_code(),

@@ -9,6 +9,7 @@
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
@@ -159,6 +160,10 @@ struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     returned: Condvar,
+    /// How long a caller waits for a free connection before giving up (the busy timeout):
+    /// callers queue on the blocking thread pool, so an unbounded wait would let a burst of
+    /// requests pile up threads without limit.
+    wait: Duration,
 }
 
 /// A connection taken from the pool; goes back when dropped (also when a query panics, so the
@@ -197,20 +202,27 @@ impl Drop for Lease<'_> {
 }
 
 impl Pool {
-    /// Takes an idle connection, waiting until one is returned if none is.
-    fn lease(&self) -> Lease<'_> {
+    /// Takes an idle connection, waiting up to `wait` for one to be returned if none is;
+    /// then [`StoreError::ReadersBusy`] (retryable).
+    fn lease(&self) -> Result<Lease<'_>, StoreError> {
+        let deadline = Instant::now() + self.wait;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(conn) = idle.pop() {
-                return Lease {
+                return Ok(Lease {
                     pool: self,
                     conn: Some(conn),
-                };
+                });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::ReadersBusy { waited: self.wait });
             }
             idle = self
                 .returned
-                .wait(idle)
-                .unwrap_or_else(PoisonError::into_inner);
+                .wait_timeout(idle, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }
@@ -259,6 +271,7 @@ impl Reader {
                 path: path.clone(),
                 idle: Mutex::new(idle),
                 returned: Condvar::new(),
+                wait: opts.busy_timeout,
             }),
         })
     }
@@ -266,7 +279,7 @@ impl Reader {
     /// Cheap liveness query (`SELECT max(version) FROM schema_migrations`) on a pooled
     /// connection.
     pub fn ping(&self) -> Result<(), StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         conn.prepare_cached("SELECT max(version) FROM schema_migrations")?
             .query_row([], |row| row.get::<_, Option<i64>>(0))?;
         Ok(())
@@ -291,7 +304,7 @@ impl Reader {
         after_imei: Option<&str>,
         limit: u32,
     ) -> Result<Vec<DeviceSummary>, StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         let tx = conn.unchecked_transaction()?;
         let mut devices = Vec::new();
         {
@@ -319,7 +332,7 @@ impl Reader {
     /// The device with this IMEI, with its negotiated layout and record count; `None` when
     /// the IMEI is unknown.
     pub fn device(&self, imei: &str) -> Result<Option<DeviceDetail>, StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         let tx = conn.unchecked_transaction()?;
         let found = tx
             .prepare_cached(DEVICE_BY_IMEI)?
@@ -349,7 +362,7 @@ impl Reader {
     /// Whether a device with this IMEI is known: one index lookup, unlike [`Reader::device`],
     /// which also counts the device's records.
     pub fn device_exists(&self, imei: &str) -> Result<bool, StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         let found = conn
             .prepare_cached("SELECT 1 FROM devices WHERE imei = ?1")?
             .query_row([imei], |_| Ok(()))
@@ -361,7 +374,7 @@ impl Reader {
     /// strictly after q.after. Records with NULL event_time are never returned. Unknown
     /// IMEI -> empty.
     pub fn records(&self, imei: &str, q: &PageQuery) -> Result<Vec<StoredRecord>, StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         let mut stmt = conn.prepare_cached(RECORDS_PAGE)?;
         let mut rows = stmt.query(page_params(Some(imei), q))?;
         let mut out = Vec::new();
@@ -380,7 +393,7 @@ impl Reader {
     /// [q.from, q.to), ordered by (event_time, id), strictly after q.after. Events with NULL
     /// event_time are never returned. Unknown IMEI -> empty.
     pub fn events(&self, imei: &str, q: &PageQuery) -> Result<Vec<AlarmEvent>, StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         let mut stmt = conn.prepare_cached(EVENTS_PAGE)?;
         let mut rows = stmt.query(page_params(Some(imei), q))?;
         let mut out = Vec::new();
@@ -407,7 +420,7 @@ impl Reader {
         imei: Option<&str>,
         q: &PageQuery,
     ) -> Result<Vec<RawFrameInfo>, StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         let mut stmt = conn.prepare_cached(match imei {
             None => RAW_FRAMES_PAGE,
             Some(_) => RAW_FRAMES_DEVICE_PAGE,
@@ -446,7 +459,7 @@ impl Reader {
         imei: Option<&str>,
         q: &PageQuery,
     ) -> Result<Vec<DecodeErrorInfo>, StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         let mut stmt = conn.prepare_cached(match imei {
             None => DECODE_ERRORS_PAGE,
             Some(_) => DECODE_ERRORS_DEVICE_PAGE,
@@ -469,7 +482,7 @@ impl Reader {
 
     /// The token with this public id (revoked ones included; caller checks revoked_at_us).
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let conn = self.pool.lease();
+        let conn = self.pool.lease()?;
         let mut stmt = conn.prepare_cached(TOKEN_BY_ID)?;
         let mut rows = stmt.query([id])?;
         match rows.next()? {
@@ -785,15 +798,16 @@ mod tests {
             path: PathBuf::new(),
             idle: Mutex::new(vec![Connection::open_in_memory().unwrap()]),
             returned: Condvar::new(),
+            wait: Duration::from_secs(30),
         };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let lease = pool.lease();
+            let lease = pool.lease().unwrap();
             assert!(lease.is_autocommit());
             panic!("boom");
         }));
         assert!(result.is_err());
         // Would wait forever had the connection been lost.
-        let lease = pool.lease();
+        let lease = pool.lease().unwrap();
         assert!(lease.is_autocommit());
     }
 
@@ -803,12 +817,13 @@ mod tests {
             path: PathBuf::new(),
             idle: Mutex::new(vec![Connection::open_in_memory().unwrap()]),
             returned: Condvar::new(),
+            wait: Duration::from_secs(30),
         });
-        let lease = pool.lease();
+        let lease = pool.lease().unwrap();
         let waiter = {
             let pool = Arc::clone(&pool);
             std::thread::spawn(move || {
-                let lease = pool.lease();
+                let lease = pool.lease().unwrap();
                 lease
                     .query_row("SELECT 42", [], |r| r.get::<_, i64>(0))
                     .unwrap()
@@ -818,5 +833,21 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(lease);
         assert_eq!(waiter.join().unwrap(), 42);
+    }
+
+    #[test]
+    fn a_caller_gives_up_after_the_wait_with_a_retryable_error() {
+        let pool = Pool {
+            path: PathBuf::new(),
+            idle: Mutex::new(vec![Connection::open_in_memory().unwrap()]),
+            returned: Condvar::new(),
+            wait: Duration::from_millis(30),
+        };
+        let held = pool.lease().unwrap();
+        let err = pool.lease().err().unwrap();
+        assert!(matches!(err, StoreError::ReadersBusy { .. }), "{err}");
+        assert!(err.is_retryable());
+        drop(held);
+        assert!(pool.lease().is_ok());
     }
 }
