@@ -19,8 +19,9 @@ pub const COMMIT_BATCH_FRAMES: &str = "svoi_commit_batch_frames";
 /// bounds).
 pub const COMMIT_BATCH_ROWS: &str = "svoi_commit_batch_rows";
 
-/// Latency buckets in seconds, 0.5 ms to 10 s.
-const SECONDS: &[f64] = &[
+/// Latency buckets in seconds, 0.5 ms to 10 s (also the default for other processes'
+/// histograms in seconds).
+pub const SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 /// Size buckets, 1 to 10,000.

@@ -16,15 +16,10 @@ use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use svoi_ingest::IngestStats;
 
-/// Default histogram buckets (seconds) for histograms without their own list: 0.5 ms to 10 s.
-const SECONDS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// Installs the process-wide recorder. Call once, before the server starts.
 pub fn install() -> Result<PrometheusHandle> {
     let mut builder = PrometheusBuilder::new()
-        .set_buckets(SECONDS)
+        .set_buckets(svoi_ingest::names::SECONDS)
         .context("invalid histogram buckets")?;
     for (name, buckets) in svoi_ingest::names::HISTOGRAMS {
         builder = builder
