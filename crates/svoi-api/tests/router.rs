@@ -1,7 +1,9 @@
 //! The API through its router (`tower::ServiceExt::oneshot` on `app(state)`), over a real
-//! SQLite database filled through `Store::commit` and a fake live view: every route, every
+//! database filled through `Store::commit` and a fake live view: every route, every
 //! authentication outcome, every parameter error code, paging through several pages of each
-//! list, the CSV and GeoJSON shapes, the offline Swagger UI, and the request metrics.
+//! list, the CSV and GeoJSON shapes, the offline Swagger UI, and the request metrics. Every
+//! test runs on SQLite and on PostgreSQL, as `sqlite::name` and `postgres::name` (see
+//! [`backends!`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -62,15 +64,95 @@ impl Live for FakeLive {
     }
 }
 
-/// A database with the fixture data, tokens of each kind, and the state over it.
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database of either backend, removed when dropped.
+enum Db {
+    /// An SQLite file in a temporary directory.
+    Sqlite(TempDir),
+    /// A database of its own on the test PostgreSQL cluster.
+    Postgres(svoi_testpg::TestDb),
+}
+
+impl Db {
+    fn new(backend: Backend) -> Db {
+        match backend {
+            Backend::Sqlite => Db::Sqlite(tempfile::tempdir().unwrap()),
+            Backend::Postgres => Db::Postgres(svoi_testpg::database()),
+        }
+    }
+
+    fn url(&self) -> DbUrl {
+        match self {
+            Db::Sqlite(dir) => DbUrl::Sqlite(dir.path().join("svoi.db")),
+            Db::Postgres(db) => db.url().parse().unwrap(),
+        }
+    }
+}
+
+/// One module of tests per backend: `async` names become `#[tokio::test]`s, `sync` names
+/// `#[test]`s, each calling the function of that name with the backend.
+macro_rules! backend_tests {
+    ($module:ident, $backend:ident, [$($a:ident),*], [$($s:ident),*]) => {
+        mod $module {
+            $(#[tokio::test] async fn $a() { super::$a(super::Backend::$backend).await })*
+            $(#[test] fn $s() { super::$s(super::Backend::$backend) })*
+        }
+    };
+}
+
+/// Runs each named test (`fn name(backend: Backend)`, async or not) once per backend, as
+/// `sqlite::name` and `postgres::name`.
+macro_rules! backends {
+    (async: [$($a:ident),* $(,)?], sync: [$($s:ident),* $(,)?] $(,)?) => {
+        backend_tests!(sqlite, Sqlite, [$($a),*], [$($s),*]);
+        backend_tests!(postgres, Postgres, [$($a),*], [$($s),*]);
+    };
+}
+
+backends!(
+    async: [
+        health_answers_without_a_token,
+        ready_reports_each_check_and_503_when_one_fails,
+        metrics_returns_the_render_closure_text,
+        the_metrics_app_serves_only_metrics,
+        docs_serve_swagger_ui_from_local_assets,
+        openapi_json_requires_a_token_and_documents_every_route,
+        every_bad_credential_gets_the_same_401,
+        read_and_admin_tokens_are_accepted_and_revocation_is_immediate,
+        devices_page_through_every_device_once_in_imei_order,
+        device_detail_shows_the_layout_and_404s_unknown_devices,
+        records_page_through_every_record_once_in_time_order,
+        record_windows_are_half_open_in_rfc3339_or_unix_seconds,
+        records_as_csv_have_core_columns_then_the_page_fields,
+        records_as_geojson_are_a_track_then_points,
+        records_and_events_of_unknown_devices_are_404,
+        events_page_through_every_alarm_once,
+        raw_frames_page_through_all_or_one_device,
+        decode_errors_page_through_every_failure_once,
+        status_summarises_live_figures_and_the_database,
+        bad_parameters_get_their_own_codes,
+        unknown_routes_and_methods_are_json_errors,
+        serve_answers_on_a_socket_until_cancelled,
+    ],
+    sync: [requests_are_counted_by_route_template_never_by_raw_path],
+);
+
+/// A database with the fixture data, tokens of each kind, and the state over it. Fields drop
+/// in order: the store and the reader before the database.
 struct Fixture {
-    _dir: TempDir,
     store: Store,
     live: Arc<FakeLive>,
     state: ApiState,
     read: String,
     admin: String,
     revoked: String,
+    _db: Db,
 }
 
 impl Fixture {
@@ -196,13 +278,13 @@ fn fill(store: &mut Store) {
     assert_eq!(receipt.stats().records, 50);
 }
 
-fn fixture() -> Fixture {
-    fixture_with_metrics(Arc::new(|| "svoi_up 1\n".to_owned()))
+fn fixture(backend: Backend) -> Fixture {
+    fixture_with_metrics(backend, Arc::new(|| "svoi_up 1\n".to_owned()))
 }
 
-fn fixture_with_metrics(metrics: MetricsRender) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let url = DbUrl::Sqlite(dir.path().join("svoi.db"));
+fn fixture_with_metrics(backend: Backend, metrics: MetricsRender) -> Fixture {
+    let db = Db::new(backend);
+    let url = db.url();
     let opts = StoreOptions {
         synchronous: Synchronous::Off,
         ..StoreOptions::default()
@@ -223,13 +305,13 @@ fn fixture_with_metrics(metrics: MetricsRender) -> Fixture {
     live.online.lock().unwrap().insert(IMEI_A.to_owned());
     let state = ApiState::new(reader, live.clone(), metrics);
     Fixture {
-        _dir: dir,
         store,
         live,
         state,
         read,
         admin,
         revoked,
+        _db: db,
     }
 }
 
@@ -333,17 +415,15 @@ fn assert_four_pages(pages: &[Vec<Value>]) {
 // Unauthenticated routes.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn health_answers_without_a_token() {
-    let fx = fixture();
+async fn health_answers_without_a_token(backend: Backend) {
+    let fx = fixture(backend);
     let r = get(&fx.app(), "/health", None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json(), json!({"status": "ok"}));
 }
 
-#[tokio::test]
-async fn ready_reports_each_check_and_503_when_one_fails() {
-    let fx = fixture();
+async fn ready_reports_each_check_and_503_when_one_fails(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let r = get(&app, "/ready", None).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -376,9 +456,8 @@ async fn ready_reports_each_check_and_503_when_one_fails() {
     assert_eq!(r.json()["checks"]["writer"], "down");
 }
 
-#[tokio::test]
-async fn metrics_returns_the_render_closure_text() {
-    let fx = fixture_with_metrics(Arc::new(|| "svoi_test_total 42\n".to_owned()));
+async fn metrics_returns_the_render_closure_text(backend: Backend) {
+    let fx = fixture_with_metrics(backend, Arc::new(|| "svoi_test_total 42\n".to_owned()));
     for app in [fx.app(), svoi_api::metrics_app(fx.state.clone())] {
         let r = get(&app, "/metrics", None).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -387,9 +466,8 @@ async fn metrics_returns_the_render_closure_text() {
     }
 }
 
-#[tokio::test]
-async fn the_metrics_app_serves_only_metrics() {
-    let fx = fixture();
+async fn the_metrics_app_serves_only_metrics(backend: Backend) {
+    let fx = fixture(backend);
     let app = svoi_api::metrics_app(fx.state.clone());
     for path in ["/health", "/api/v1/devices", "/docs/"] {
         let r = get(&app, path, Some(&fx.read)).await;
@@ -397,9 +475,8 @@ async fn the_metrics_app_serves_only_metrics() {
     }
 }
 
-#[tokio::test]
-async fn docs_serve_swagger_ui_from_local_assets() {
-    let fx = fixture();
+async fn docs_serve_swagger_ui_from_local_assets(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let r = get(&app, "/docs", None).await;
     assert!(r.status.is_redirection(), "{}", r.status);
@@ -454,9 +531,8 @@ async fn docs_serve_swagger_ui_from_local_assets() {
 // OpenAPI.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn openapi_json_requires_a_token_and_documents_every_route() {
-    let fx = fixture();
+async fn openapi_json_requires_a_token_and_documents_every_route(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let r = get(&app, "/api/v1/openapi.json", None).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthorized");
@@ -550,9 +626,8 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
 // Authentication.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn every_bad_credential_gets_the_same_401() {
-    let fx = fixture();
+async fn every_bad_credential_gets_the_same_401(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let (id_part, secret) = fx.read.rsplit_once('_').unwrap();
     let other_secret: String = secret
@@ -583,9 +658,8 @@ async fn every_bad_credential_gets_the_same_401() {
     assert_eq!(bodies.len(), 1, "the 401 bodies differ: {bodies:?}");
 }
 
-#[tokio::test]
-async fn read_and_admin_tokens_are_accepted_and_revocation_is_immediate() {
-    let mut fx = fixture();
+async fn read_and_admin_tokens_are_accepted_and_revocation_is_immediate(backend: Backend) {
+    let mut fx = fixture(backend);
     let app = fx.app();
     for token in [&fx.read, &fx.admin] {
         let r = get(&app, "/api/v1/devices", Some(token)).await;
@@ -615,9 +689,8 @@ async fn read_and_admin_tokens_are_accepted_and_revocation_is_immediate() {
 // Devices.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn devices_page_through_every_device_once_in_imei_order() {
-    let fx = fixture();
+async fn devices_page_through_every_device_once_in_imei_order(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let pages = all_pages(&app, &fx.read, "/api/v1/devices?limit=7").await;
     assert_four_pages(&pages);
@@ -658,9 +731,8 @@ async fn devices_page_through_every_device_once_in_imei_order() {
     assert_eq!(extra["last_position"], Value::Null);
 }
 
-#[tokio::test]
-async fn device_detail_shows_the_layout_and_404s_unknown_devices() {
-    let fx = fixture();
+async fn device_detail_shows_the_layout_and_404s_unknown_devices(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let r = get(&app, &format!("/api/v1/devices/{IMEI_A}"), Some(&fx.read)).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -696,9 +768,8 @@ async fn device_detail_shows_the_layout_and_404s_unknown_devices() {
 // Records.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn records_page_through_every_record_once_in_time_order() {
-    let fx = fixture();
+async fn records_page_through_every_record_once_in_time_order(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let first = format!("/api/v1/devices/{IMEI_A}/records?limit=7");
     let pages = all_pages(&app, &fx.read, &first).await;
@@ -765,9 +836,8 @@ async fn records_page_through_every_record_once_in_time_order() {
     assert_eq!(page["next"], Value::Null);
 }
 
-#[tokio::test]
-async fn record_windows_are_half_open_in_rfc3339_or_unix_seconds() {
-    let fx = fixture();
+async fn record_windows_are_half_open_in_rfc3339_or_unix_seconds(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let count = |q: String| {
         let app = app.clone();
@@ -812,9 +882,8 @@ async fn record_windows_are_half_open_in_rfc3339_or_unix_seconds() {
     assert_eq!(count("from=-5".to_owned()).await.len(), 25);
 }
 
-#[tokio::test]
-async fn records_as_csv_have_core_columns_then_the_page_fields() {
-    let fx = fixture();
+async fn records_as_csv_have_core_columns_then_the_page_fields(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let first = format!("/api/v1/devices/{IMEI_A}/records?format=csv&limit=10");
     let r = get(&app, &first, Some(&fx.read)).await;
@@ -858,9 +927,8 @@ async fn records_as_csv_have_core_columns_then_the_page_fields() {
     assert_eq!(rows, 25);
 }
 
-#[tokio::test]
-async fn records_as_geojson_are_a_track_then_points() {
-    let fx = fixture();
+async fn records_as_geojson_are_a_track_then_points(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let uri = format!("/api/v1/devices/{IMEI_A}/records?format=geojson&limit=6");
     let r = get(&app, &uri, Some(&fx.read)).await;
@@ -907,9 +975,8 @@ async fn records_as_geojson_are_a_track_then_points() {
     assert_eq!(fc["next"], Value::Null);
 }
 
-#[tokio::test]
-async fn records_and_events_of_unknown_devices_are_404() {
-    let fx = fixture();
+async fn records_and_events_of_unknown_devices_are_404(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     for tail in ["records", "records?format=csv", "events"] {
         let r = get(&app, &format!("/api/v1/devices/111/{tail}"), Some(&fx.read)).await;
@@ -930,9 +997,8 @@ async fn records_and_events_of_unknown_devices_are_404() {
 // Events, raw frames, decode errors, status.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn events_page_through_every_alarm_once() {
-    let fx = fixture();
+async fn events_page_through_every_alarm_once(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let first = format!("/api/v1/devices/{IMEI_B}/events?limit=7");
     let pages = all_pages(&app, &fx.read, &first).await;
@@ -981,9 +1047,8 @@ async fn events_page_through_every_alarm_once() {
     assert_eq!(r.json(), json!({"items": [], "next": null}));
 }
 
-#[tokio::test]
-async fn raw_frames_page_through_all_or_one_device() {
-    let fx = fixture();
+async fn raw_frames_page_through_all_or_one_device(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let pages = all_pages(
         &app,
@@ -1025,9 +1090,8 @@ async fn raw_frames_page_through_all_or_one_device() {
     assert_eq!(r.json(), json!({"items": [], "next": null}));
 }
 
-#[tokio::test]
-async fn decode_errors_page_through_every_failure_once() {
-    let fx = fixture();
+async fn decode_errors_page_through_every_failure_once(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let pages = all_pages(
         &app,
@@ -1072,9 +1136,8 @@ async fn decode_errors_page_through_every_failure_once() {
     );
 }
 
-#[tokio::test]
-async fn status_summarises_live_figures_and_the_database() {
-    let fx = fixture();
+async fn status_summarises_live_figures_and_the_database(backend: Backend) {
+    let fx = fixture(backend);
     let r = get(&fx.app(), "/api/v1/status", Some(&fx.read)).await;
     assert_eq!(r.status, StatusCode::OK);
     let s = r.json();
@@ -1095,9 +1158,8 @@ async fn status_summarises_live_figures_and_the_database() {
 // Errors.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn bad_parameters_get_their_own_codes() {
-    let fx = fixture();
+async fn bad_parameters_get_their_own_codes(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let records = format!("/api/v1/devices/{IMEI_A}/records");
     let cases: Vec<(String, &str)> = vec![
@@ -1140,9 +1202,8 @@ async fn bad_parameters_get_their_own_codes() {
     }
 }
 
-#[tokio::test]
-async fn unknown_routes_and_methods_are_json_errors() {
-    let fx = fixture();
+async fn unknown_routes_and_methods_are_json_errors(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     for path in ["/", "/nope", "/health/x", "/docsx"] {
         let r = get(&app, path, None).await;
@@ -1167,9 +1228,8 @@ async fn unknown_routes_and_methods_are_json_errors() {
 // Request metrics.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn requests_are_counted_by_route_template_never_by_raw_path() {
-    let fx = fixture();
+fn requests_are_counted_by_route_template_never_by_raw_path(backend: Backend) {
+    let fx = fixture(backend);
     let app = fx.app();
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
@@ -1244,11 +1304,10 @@ fn requests_are_counted_by_route_template_never_by_raw_path() {
 // Serving.
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn serve_answers_on_a_socket_until_cancelled() {
+async fn serve_answers_on_a_socket_until_cancelled(backend: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let fx = fixture();
+    let fx = fixture(backend);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = tokio_util::sync::CancellationToken::new();

@@ -45,6 +45,9 @@ pub struct IngestStats {
     pub writer_alive: AtomicBool,
     /// True while the device listener accepts connections.
     pub listener_up: AtomicBool,
+    /// False after a commit failed for a reason that may pass (database unreachable, busy,
+    /// timed out) until the next commit succeeds: while it is false nothing is acknowledged.
+    pub database_up: AtomicBool,
     /// IMEI → number of sessions identified with it that are open now.
     online: Mutex<HashMap<Arc<str>, u32>>,
 }
@@ -69,6 +72,7 @@ impl Default for IngestStats {
             last_frame_unix_ms: AtomicU64::new(0),
             writer_alive: AtomicBool::new(true),
             listener_up: AtomicBool::new(false),
+            database_up: AtomicBool::new(true),
             online: Mutex::new(HashMap::new()),
         }
     }

@@ -153,12 +153,12 @@ async fn run<C: Committer>(
         let attempts = config.commit_attempts.max(1);
         let started = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
-            let results = commit_isolating(&mut committer, &frames, attempts);
-            (committer, results)
+            let (results, reachable) = commit_isolating(&mut committer, &frames, attempts);
+            (committer, (results, reachable))
         })
         .instrument(span.clone())
         .await;
-        let (c, results) = match joined {
+        let (c, (results, reachable)) = match joined {
             Ok(v) => v,
             Err(e) => {
                 // The committer panicked: it is gone, and so is the writer. Sessions see their
@@ -171,6 +171,13 @@ async fn run<C: Committer>(
             }
         };
         committer = c;
+        if stats.database_up.swap(reachable, Ordering::Relaxed) != reachable {
+            if reachable {
+                warn!(parent: &span, "database reachable again; acknowledging resumes");
+            } else {
+                error!(parent: &span, "database unreachable; nothing is acknowledged until it is back");
+            }
+        }
         let elapsed = started.elapsed();
         stats.record_commit(elapsed, results.len() as u64);
         metrics::histogram!(names::COMMIT_DURATION).record(elapsed.as_secs_f64());
@@ -214,14 +221,15 @@ async fn run<C: Committer>(
 
 /// Commits the batch; when the store refuses it for a reason that is not transient (a frame
 /// it cannot store), commits the frames one by one instead, so that one bad frame costs only
-/// its own acknowledgement, not those of every session in the batch. One outcome per frame.
+/// its own acknowledgement, not those of every session in the batch. One outcome per frame,
+/// and whether the database was reachable (false when the last failure was a retryable one).
 fn commit_isolating<C: Committer>(
     committer: &mut C,
     frames: &[FrameRow],
     attempts: u32,
-) -> Vec<Outcome> {
+) -> (Vec<Outcome>, bool) {
     let failed = |e: &StoreError| CommitFailed(Arc::from(e.to_string()));
-    match commit_with_retry(committer, frames, attempts) {
+    let outcomes = match commit_with_retry(committer, frames, attempts) {
         Ok(receipt) => {
             let receipt = Arc::new(receipt);
             frames.iter().map(|_| Ok(Arc::clone(&receipt))).collect()
@@ -238,10 +246,12 @@ fn commit_isolating<C: Committer>(
                 .collect()
         }
         Err(e) => {
+            let reachable = !e.is_retryable();
             let e = failed(&e);
-            frames.iter().map(|_| Err(e.clone())).collect()
+            return (frames.iter().map(|_| Err(e.clone())).collect(), reachable);
         }
-    }
+    };
+    (outcomes, true)
 }
 
 fn commit_with_retry<C: Committer>(

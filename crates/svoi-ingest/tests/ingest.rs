@@ -1,6 +1,8 @@
-//! The ingest server over real loopback TCP against a real SQLite store: exact answers, no
-//! answer before the commit, no duplicates on resend, isolation of bad peers, graceful
-//! shutdown. A gate around the store stalls or fails commits on demand.
+//! The ingest server over real loopback TCP against a real store, on SQLite and on PostgreSQL:
+//! exact answers, no answer before the commit, no duplicates on resend, isolation of bad peers,
+//! graceful shutdown, and (PostgreSQL) a lost database connection. A gate around the store
+//! stalls or fails commits on demand. Every test runs on both backends as `sqlite::name` and
+//! `postgres::name` (see [`backends!`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +17,7 @@ use svoi_proto::record::{RawValue, Value};
 use svoi_proto::reply::NtcbReply;
 use svoi_proto::{FieldMask, RecordLayout, Reply};
 use svoi_store::{CommitReceipt, DbUrl, FrameRow, Store, StoreError, StoreOptions};
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -95,20 +98,95 @@ impl Drop for OpenOnDrop {
     }
 }
 
-struct Fixture {
-    _guard: OpenOnDrop,
-    _dir: tempfile::TempDir,
-    url: DbUrl,
-    server: Server<GatedStore>,
-    gate: Gate,
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
 }
 
-async fn start(gate: Gate, tweak: impl FnOnce(&mut IngestConfig)) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let url: DbUrl = format!("sqlite:{}", dir.path().join("t.db").display())
-        .parse()
-        .unwrap();
-    let store = Store::open(&url, &StoreOptions::default()).unwrap();
+/// A fresh, empty database of either backend, removed when dropped.
+enum Db {
+    /// An SQLite file in a temporary directory.
+    Sqlite(TempDir),
+    /// A database of its own on the test PostgreSQL cluster.
+    Postgres(svoi_testpg::TestDb),
+}
+
+impl Db {
+    fn new(backend: Backend) -> Db {
+        match backend {
+            Backend::Sqlite => Db::Sqlite(tempfile::tempdir().unwrap()),
+            Backend::Postgres => Db::Postgres(svoi_testpg::database()),
+        }
+    }
+
+    fn url(&self) -> DbUrl {
+        match self {
+            Db::Sqlite(dir) => DbUrl::Sqlite(dir.path().join("t.db")),
+            Db::Postgres(db) => db.url().parse().unwrap(),
+        }
+    }
+
+    /// Opens the store (migrating the fresh database).
+    fn open(&self) -> Store {
+        Store::open(&self.url(), &StoreOptions::default()).unwrap()
+    }
+
+    /// The value of a `SELECT count(*) ...`, through a connection of the test's own.
+    fn count(&self, sql: &str) -> i64 {
+        match self {
+            Db::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("t.db"))
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Db::Postgres(db) => db
+                .psql(sql)
+                .parse()
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+}
+
+/// Runs each named test (`async fn name(backend: Backend)`) once per backend, as
+/// `sqlite::name` and `postgres::name`.
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
+backends!(
+    answers_are_byte_exact_and_records_are_stored,
+    no_answer_before_the_commit_and_one_after,
+    a_failed_commit_is_never_answered,
+    resent_records_are_not_stored_twice,
+    bad_peers_do_not_disturb_a_good_one,
+    shutdown_lets_in_flight_commits_answer,
+    full_queue_stops_reading_and_drops_nothing,
+    connections_beyond_the_cap_are_refused,
+    silent_connections_are_closed,
+    one_frame_the_store_refuses_does_not_cost_the_others_their_answers,
+    a_record_without_a_fix_is_stored_and_answered_like_any_other,
+    online_devices_and_listener_state_follow_the_sessions,
+);
+
+/// Fields drop in order: the server (and its store) before the database.
+struct Fixture {
+    _guard: OpenOnDrop,
+    server: Server<GatedStore>,
+    gate: Gate,
+    db: Db,
+}
+
+async fn start(backend: Backend, gate: Gate, tweak: impl FnOnce(&mut IngestConfig)) -> Fixture {
+    let db = Db::new(backend);
+    let store = db.open();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = IngestConfig {
         listen: listener.local_addr().unwrap(),
@@ -126,17 +204,10 @@ async fn start(gate: Gate, tweak: impl FnOnce(&mut IngestConfig)) -> Fixture {
     .unwrap();
     Fixture {
         _guard: OpenOnDrop(gate.clone()),
-        _dir: dir,
-        url,
         server,
         gate,
+        db,
     }
-}
-
-fn count(url: &DbUrl, sql: &str) -> i64 {
-    let DbUrl::Sqlite(path) = url;
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
 fn layout() -> Arc<RecordLayout> {
@@ -242,9 +313,8 @@ async fn silent(s: &mut TcpStream, d: Duration) -> bool {
     tokio::time::timeout(d, s.read(&mut b)).await.is_err()
 }
 
-#[tokio::test]
-async fn answers_are_byte_exact_and_records_are_stored() {
-    let f = start(Gate::open(), |_| {}).await;
+async fn answers_are_byte_exact_and_records_are_stored(backend: Backend) {
+    let f = start(backend, Gate::open(), |_| {}).await;
     let mut s = device(f.server.local_addr(), "860000000000001").await;
     s.write_all(&archive(0, 3)).await.unwrap();
     assert_eq!(
@@ -264,23 +334,21 @@ async fn answers_are_byte_exact_and_records_are_stored() {
     drop(s);
     let (report, _) = f.server.shutdown(Duration::from_secs(5)).await;
     assert!(report.clean);
-    assert_eq!(count(&f.url, "SELECT count(*) FROM v_records"), 4);
-    assert_eq!(count(&f.url, "SELECT count(*) FROM alarm_events"), 1);
-    assert_eq!(count(&f.url, "SELECT count(*) FROM current_states"), 1);
+    assert_eq!(f.db.count("SELECT count(*) FROM v_records"), 4);
+    assert_eq!(f.db.count("SELECT count(*) FROM alarm_events"), 1);
+    assert_eq!(f.db.count("SELECT count(*) FROM current_states"), 1);
     // Handshake, negotiation, ~A, ~T, ~C: every message archived raw.
-    assert_eq!(count(&f.url, "SELECT count(*) FROM raw_frames"), 5);
+    assert_eq!(f.db.count("SELECT count(*) FROM raw_frames"), 5);
     assert_eq!(
-        count(
-            &f.url,
+        f.db.count(
             "SELECT count(*) FROM v_records WHERE imei = '860000000000001' AND record_index = 2 AND event_time = '2023-11-14T22:13:22Z'"
         ),
         1
     );
 }
 
-#[tokio::test]
-async fn no_answer_before_the_commit_and_one_after() {
-    let f = start(Gate::closed(), |_| {}).await;
+async fn no_answer_before_the_commit_and_one_after(backend: Backend) {
+    let f = start(backend, Gate::closed(), |_| {}).await;
     // Handshake and negotiation say nothing about storage: they are answered while the
     // writer is stalled.
     let mut s = device(f.server.local_addr(), "860000000000002").await;
@@ -296,14 +364,13 @@ async fn no_answer_before_the_commit_and_one_after() {
         Reply::Archive { count: 5 }.to_bytes()
     );
     assert!(f.gate.commits.load(Ordering::SeqCst) >= 1);
-    assert_eq!(count(&f.url, "SELECT count(*) FROM records"), 5);
+    assert_eq!(f.db.count("SELECT count(*) FROM records"), 5);
 }
 
-#[tokio::test]
-async fn a_failed_commit_is_never_answered() {
+async fn a_failed_commit_is_never_answered(backend: Backend) {
     let gate = Gate::open();
     gate.fail.store(true, Ordering::SeqCst);
-    let f = start(gate, |_| {}).await;
+    let f = start(backend, gate, |_| {}).await;
     let mut s = TcpStream::connect(f.server.local_addr()).await.unwrap();
     s.write_all(&encode::handshake(DEVICE_ID, 0, "860000000000003").unwrap())
         .await
@@ -324,13 +391,12 @@ async fn a_failed_commit_is_never_answered() {
         .expect("session closed in time")
         .ok();
     assert!(rest.is_empty(), "answered a failed commit: {rest:02x?}");
-    assert_eq!(count(&f.url, "SELECT count(*) FROM records"), 0);
+    assert_eq!(f.db.count("SELECT count(*) FROM records"), 0);
     assert!(f.server.stats().snapshot().commit_failures >= 1);
 }
 
-#[tokio::test]
-async fn resent_records_are_not_stored_twice() {
-    let f = start(Gate::open(), |_| {}).await;
+async fn resent_records_are_not_stored_twice(backend: Backend) {
+    let f = start(backend, Gate::open(), |_| {}).await;
     for _ in 0..2 {
         let mut s = device(f.server.local_addr(), "860000000000004").await;
         s.write_all(&archive(0, 10)).await.unwrap();
@@ -350,15 +416,14 @@ async fn resent_records_are_not_stored_twice() {
     let stats = f.server.stats();
     let (report, _) = f.server.shutdown(Duration::from_secs(5)).await;
     assert!(report.clean);
-    assert_eq!(count(&f.url, "SELECT count(*) FROM v_records"), 15);
+    assert_eq!(f.db.count("SELECT count(*) FROM v_records"), 15);
     let s = stats.snapshot();
     assert_eq!(s.duplicates, 15);
     assert_eq!(s.records_stored, 15);
 }
 
-#[tokio::test]
-async fn bad_peers_do_not_disturb_a_good_one() {
-    let f = start(Gate::open(), |c| {
+async fn bad_peers_do_not_disturb_a_good_one(backend: Backend) {
+    let f = start(backend, Gate::open(), |c| {
         c.max_message_bytes = 4096;
     })
     .await;
@@ -419,32 +484,22 @@ async fn bad_peers_do_not_disturb_a_good_one() {
     let (report, _) = f.server.shutdown(Duration::from_secs(5)).await;
     assert!(report.clean);
     assert_eq!(
-        count(
-            &f.url,
-            "SELECT count(*) FROM v_records WHERE imei = '860000000000008'"
-        ),
+        f.db.count("SELECT count(*) FROM v_records WHERE imei = '860000000000008'"),
         100
     );
-    assert!(count(&f.url, "SELECT count(*) FROM decode_errors") >= 2);
-    assert!(
-        count(
-            &f.url,
-            "SELECT count(*) FROM raw_frames WHERE status = 'garbage'"
-        ) >= 1
-    );
+    assert!(f.db.count("SELECT count(*) FROM decode_errors") >= 2);
+    assert!(f.db.count("SELECT count(*) FROM raw_frames WHERE status = 'garbage'") >= 1);
     assert!(stats.snapshot().sync_losses >= 1);
 }
 
-#[tokio::test]
-async fn shutdown_lets_in_flight_commits_answer() {
-    let f = start(Gate::closed(), |_| {}).await;
+async fn shutdown_lets_in_flight_commits_answer(backend: Backend) {
+    let f = start(backend, Gate::closed(), |_| {}).await;
     let mut s = device(f.server.local_addr(), "860000000000009").await;
     s.write_all(&archive(0, 7)).await.unwrap();
     assert!(silent(&mut s, Duration::from_millis(100)).await);
     let gate = f.gate.clone();
-    let url = f.url.clone();
     let addr = f.server.local_addr();
-    let dir = f._dir;
+    let db = f.db;
     let shutdown = tokio::spawn(f.server.shutdown(Duration::from_secs(10)));
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The listener is closed once shutdown started...
@@ -458,13 +513,11 @@ async fn shutdown_lets_in_flight_commits_answer() {
     let (report, committer) = shutdown.await.unwrap();
     assert!(report.clean, "{report:?}");
     assert!(committer.is_some());
-    assert_eq!(count(&url, "SELECT count(*) FROM records"), 7);
-    drop(dir);
+    assert_eq!(db.count("SELECT count(*) FROM records"), 7);
 }
 
-#[tokio::test]
-async fn full_queue_stops_reading_and_drops_nothing() {
-    let f = start(Gate::closed(), |c| {
+async fn full_queue_stops_reading_and_drops_nothing(backend: Backend) {
+    let f = start(backend, Gate::closed(), |c| {
         c.queue_capacity = 4;
     })
     .await;
@@ -496,13 +549,12 @@ async fn full_queue_stops_reading_and_drops_nothing() {
     for s in &mut devices {
         assert_eq!(read_exact(s, want.len()).await, want);
     }
-    assert_eq!(count(&f.url, "SELECT count(*) FROM records"), 20);
-    assert_eq!(count(&f.url, "SELECT count(*) FROM raw_frames"), 15);
+    assert_eq!(f.db.count("SELECT count(*) FROM records"), 20);
+    assert_eq!(f.db.count("SELECT count(*) FROM raw_frames"), 15);
 }
 
-#[tokio::test]
-async fn connections_beyond_the_cap_are_refused() {
-    let f = start(Gate::open(), |c| {
+async fn connections_beyond_the_cap_are_refused(backend: Backend) {
+    let f = start(backend, Gate::open(), |c| {
         c.max_connections = 2;
     })
     .await;
@@ -530,9 +582,8 @@ async fn connections_beyond_the_cap_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn silent_connections_are_closed() {
-    let f = start(Gate::open(), |c| {
+async fn silent_connections_are_closed(backend: Backend) {
+    let f = start(backend, Gate::open(), |c| {
         c.handshake_timeout = Duration::from_millis(300);
         c.idle_timeout = Duration::from_millis(600);
     })
@@ -589,12 +640,8 @@ impl Committer for PoisonStore {
     }
 }
 
-#[tokio::test]
-async fn one_frame_the_store_refuses_does_not_cost_the_others_their_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let url: DbUrl = format!("sqlite:{}", dir.path().join("p.db").display())
-        .parse()
-        .unwrap();
+async fn one_frame_the_store_refuses_does_not_cost_the_others_their_answers(backend: Backend) {
+    let db = Db::new(backend);
     let gate = Gate::open();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -607,7 +654,7 @@ async fn one_frame_the_store_refuses_does_not_cost_the_others_their_answers() {
             ..IngestConfig::default()
         },
         PoisonStore {
-            store: Store::open(&url, &StoreOptions::default()).unwrap(),
+            store: db.open(),
             gate: gate.clone(),
         },
     )
@@ -641,19 +688,15 @@ async fn one_frame_the_store_refuses_does_not_cost_the_others_their_answers() {
     drop((good, bad));
     let (report, _) = server.shutdown(Duration::from_secs(5)).await;
     assert!(report.clean);
-    assert_eq!(count(&url, "SELECT count(*) FROM v_records"), 3);
+    assert_eq!(db.count("SELECT count(*) FROM v_records"), 3);
     assert_eq!(
-        count(
-            &url,
-            "SELECT count(*) FROM v_records WHERE imei = '860000000000665'"
-        ),
+        db.count("SELECT count(*) FROM v_records WHERE imei = '860000000000665'"),
         3
     );
 }
 
-#[tokio::test]
-async fn a_record_without_a_fix_is_stored_and_answered_like_any_other() {
-    let f = start(Gate::open(), |_| {}).await;
+async fn a_record_without_a_fix_is_stored_and_answered_like_any_other(backend: Backend) {
+    let f = start(backend, Gate::open(), |_| {}).await;
     let mut s = device(f.server.local_addr(), "860000000000401").await;
     let l = layout();
     let mut values = zero_values();
@@ -671,17 +714,15 @@ async fn a_record_without_a_fix_is_stored_and_answered_like_any_other() {
         Reply::Archive { count: 1 }.to_bytes()
     );
     assert_eq!(
-        count(
-            &f.url,
-            "SELECT count(*) FROM records WHERE record_index = 77 AND valid = 0 AND satellites = 0"
+        f.db.count(
+            "SELECT count(*) FROM records WHERE record_index = 77 AND valid = false AND satellites = 0"
         ),
         1
     );
 }
 
-#[tokio::test]
-async fn online_devices_and_listener_state_follow_the_sessions() {
-    let f = start(Gate::open(), |_| {}).await;
+async fn online_devices_and_listener_state_follow_the_sessions(backend: Backend) {
+    let f = start(backend, Gate::open(), |_| {}).await;
     let stats = f.server.stats();
     // The accept loop marks the listener up once it runs.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -711,4 +752,118 @@ async fn online_devices_and_listener_state_follow_the_sessions() {
     assert!(report.clean);
     assert_eq!(stats.online_devices(), 0);
     assert!(!stats.listener_up.load(Ordering::Relaxed));
+}
+
+/// The maintenance database of the test cluster, where a test database is switched off and on.
+const ADMIN_DB: &str = "postgres";
+
+/// Makes the test database refuse connections and cuts the ones it has (the store's), waiting
+/// until they are gone: to the store, the database is unreachable.
+fn cut_off(db: &svoi_testpg::TestDb) {
+    svoi_testpg::shared().psql(
+        ADMIN_DB,
+        &format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name()),
+    );
+    terminate_sessions(db);
+}
+
+/// Lets the test database accept connections again.
+fn restore(db: &svoi_testpg::TestDb) {
+    svoi_testpg::shared().psql(
+        ADMIN_DB,
+        &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name()),
+    );
+}
+
+/// Terminates every session of the test database (the store's connection), waiting up to 5 s
+/// for each to end, and checks there was one.
+fn terminate_sessions(db: &svoi_testpg::TestDb) {
+    let cut = svoi_testpg::shared().psql(
+        ADMIN_DB,
+        &format!(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            db.name()
+        ),
+    );
+    assert!(
+        !cut.is_empty() && cut.lines().all(|l| l == "t"),
+        "store connection not terminated: {cut:?}"
+    );
+}
+
+/// A commit that fails because PostgreSQL is unreachable is not acknowledged; once the
+/// database is back, the device's resend is stored exactly once; and a connection the server
+/// drops between two commits is replaced by the writer without losing an acknowledgement.
+#[tokio::test]
+async fn a_lost_database_costs_acknowledgements_not_records() {
+    let f = start(Backend::Postgres, Gate::open(), |_| {}).await;
+    let Db::Postgres(pg) = &f.db else {
+        unreachable!()
+    };
+    let addr = f.server.local_addr();
+    let stats = f.server.stats();
+    let imei = "860000000000501";
+    let mut s = device(addr, imei).await;
+    s.write_all(&archive(0, 5)).await.unwrap();
+    assert_eq!(
+        read_exact(&mut s, 4).await,
+        Reply::Archive { count: 5 }.to_bytes()
+    );
+    // The database goes away: the next commit fails through all its attempts, the device gets
+    // no answer and its session is closed.
+    cut_off(pg);
+    s.write_all(&archive(5, 5)).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut rest))
+        .await
+        .expect("session closed in time")
+        .ok();
+    assert!(rest.is_empty(), "answered a failed commit: {rest:02x?}");
+    let failed = stats.snapshot();
+    assert!(failed.commit_failures >= 1);
+    assert!(!stats.database_up.load(Ordering::Relaxed));
+    // The database is back; the device reconnects and sends what was not answered, with the
+    // records it already had answered (a device that lost the answer does that).
+    restore(pg);
+    assert_eq!(f.db.count("SELECT count(*) FROM records"), 5);
+    let mut s = device(addr, imei).await;
+    s.write_all(&archive(0, 10)).await.unwrap();
+    assert_eq!(
+        read_exact(&mut s, 4).await,
+        Reply::Archive { count: 10 }.to_bytes()
+    );
+    assert!(stats.database_up.load(Ordering::Relaxed));
+    // The server drops the writer's connection between two sends: the writer reconnects and
+    // the next commit is answered.
+    terminate_sessions(pg);
+    s.write_all(&archive(10, 5)).await.unwrap();
+    assert_eq!(
+        read_exact(&mut s, 4).await,
+        Reply::Archive { count: 5 }.to_bytes()
+    );
+    drop(s);
+    let (report, _) = f.server.shutdown(Duration::from_secs(5)).await;
+    assert!(report.clean);
+    // Every record once, none lost, none twice.
+    assert_eq!(f.db.count("SELECT count(*) FROM records"), 15);
+    assert_eq!(
+        f.db.count(
+            "SELECT count(DISTINCT record_index) FROM records WHERE record_index BETWEEN 0 AND 14"
+        ),
+        15
+    );
+    assert_eq!(
+        f.db.count(&format!(
+            "SELECT count(*) FROM v_records WHERE imei = '{imei}'"
+        )),
+        15
+    );
+    // Two sessions of handshake, negotiation and answered ~A messages; the unanswered ~A is
+    // not stored.
+    assert_eq!(f.db.count("SELECT count(*) FROM raw_frames"), 7);
+    let s = stats.snapshot();
+    assert_eq!(s.records_stored, 15);
+    assert_eq!(s.duplicates, 5);
+    assert_eq!(s.commit_failures, failed.commit_failures);
 }

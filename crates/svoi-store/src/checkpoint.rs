@@ -37,7 +37,11 @@ impl Checkpointer {
     /// Opens a second connection to an existing database (open the [`crate::Store`] first:
     /// it creates the file and applies migrations).
     pub fn open(url: &DbUrl, opts: &StoreOptions) -> Result<Checkpointer, StoreError> {
-        let DbUrl::Sqlite(path) = url;
+        let DbUrl::Sqlite(path) = url else {
+            return Err(StoreError::Unsupported(
+                "checkpoints are an SQLite matter: PostgreSQL runs its own".to_owned(),
+            ));
+        };
         let conn = Connection::open(path)?;
         conn.busy_timeout(opts.busy_timeout)?;
         conn.pragma_update(None, "synchronous", opts.synchronous.as_str())?;

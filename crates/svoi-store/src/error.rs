@@ -10,7 +10,7 @@ use rusqlite::ErrorCode;
 #[non_exhaustive]
 pub enum StoreError {
     /// The database URL is not one the store understands.
-    #[error("bad database url {0:?}: expected sqlite:PATH")]
+    #[error("bad database url {0:?}: expected sqlite:PATH or postgres://USER@HOST/DBNAME")]
     BadUrl(String),
     /// The URL names a backend this build cannot use yet.
     #[error("{0}")]
@@ -95,6 +95,64 @@ pub enum StoreError {
     /// Any other SQLite failure.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// An embedded PostgreSQL migration failed; its transaction was rolled back.
+    #[error("migration {version} failed: {source}")]
+    PgMigration {
+        /// The migration's version.
+        version: u32,
+        /// What PostgreSQL said.
+        source: tokio_postgres::Error,
+    },
+    /// Any other PostgreSQL failure, connecting included.
+    #[error("postgres: {}", pg_message(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// The server's message with its detail and hint when PostgreSQL sent one, else the client's
+/// error and its cause (`tokio_postgres::Error`'s own text omits the cause of a failed connect).
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} ({})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(": ");
+            text.push_str(detail);
+        }
+        return text;
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// SQLSTATE classes and codes after which the same statement may well succeed: connection
+/// exceptions (08), serialization failures and deadlocks (40), insufficient resources (53),
+/// lock timeouts and object-in-use (55), operator intervention such as a shutdown or a
+/// cancelled (timed-out) statement (57), and system errors such as I/O failures (58).
+fn pg_retryable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            ["08", "40", "53", "55", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }
+        // No SQLSTATE: the client failed to reach or talk to the server (refused, reset, timed
+        // out), which passes; or it could not convert a value, which does not.
+        None => {
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                if c.is::<std::io::Error>() {
+                    return true;
+                }
+                cause = c.source();
+            }
+            e.to_string().contains("timed out") || e.to_string().contains("connection")
+        }
+    }
 }
 
 impl StoreError {
@@ -115,7 +173,9 @@ impl StoreError {
                         | ErrorCode::DiskFull
                 )
             ),
+            StoreError::Postgres(e) => pg_retryable(e),
             StoreError::BadUrl(_)
+            | StoreError::PgMigration { .. }
             | StoreError::Unsupported(_)
             | StoreError::BadSynchronous(_)
             | StoreError::NotWal { .. }

@@ -1,5 +1,6 @@
-//! SVOI storage: the SQLite database (embedded, the default), its migrations, the idempotent
-//! batch commit that produces [`CommitReceipt`]s, reprocessing, and read queries.
+//! SVOI storage: the SQLite database (embedded, the default) or PostgreSQL, their migrations,
+//! the idempotent batch commit that produces [`CommitReceipt`]s, reprocessing, and read
+//! queries, behind one interface ([`Store`] for the writer, [`Reader`] for readers).
 //!
 //! The ingest side hands [`Store::commit`] one [`FrameRow`] per received message with the rows
 //! decoded from it; the raw frame and everything decoded from it land in one transaction or
@@ -15,16 +16,20 @@ mod checkpoint;
 mod error;
 mod migrate;
 mod options;
+mod pg;
+mod pool;
 mod query;
 mod reader;
 mod receipt;
 mod rows;
+mod sqlite;
 mod store;
 mod url;
 
 pub use checkpoint::{CheckpointResult, Checkpointer, CheckpointerHandle};
 pub use error::StoreError;
-pub use options::{BACKSTOP_CHECKPOINT_PAGES, StoreOptions, Synchronous};
+pub use options::{BACKSTOP_CHECKPOINT_PAGES, PgOptions, RecordsVia, StoreOptions, Synchronous};
+pub use pg::{create_database as pg_create_database, drop_database as pg_drop_database};
 pub use query::{
     AlarmEvent, Cursor, DatabaseSize, DecodeErrorInfo, DeviceDetail, DeviceSummary, NewToken,
     PageQuery, Position, RawFrameInfo, StoredRecord, TokenRecord, TokenScope,
@@ -35,8 +40,9 @@ pub use rows::{
     DecodedRecord, DeviceUpdate, ExtRecordRow, FrameRow, FrameStatus, LayoutKey, RecordKind,
     RecordRow,
 };
-pub use store::{FrameFilter, RecordKey, ReprocessStats, Store, StoredFrame, TableCounts};
-pub use url::DbUrl;
+pub use sqlite::{FrameFilter, RecordKey, ReprocessStats, StoredFrame, TableCounts};
+pub use store::Store;
+pub use url::{DbUrl, PgUrl};
 
 /// The newest schema version this build knows (what [`Store::schema_version`] reports after
 /// [`Store::open`] on a database this build created).

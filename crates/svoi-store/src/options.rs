@@ -73,12 +73,61 @@ pub struct StoreOptions {
     /// Durability of each commit (default [`Synchronous::Full`]).
     pub synchronous: Synchronous,
     /// How long a write waits for another connection's lock before failing with a retryable
-    /// error (default 5 s).
+    /// error, and how long a [`crate::Reader`] call waits for a free connection of its pool
+    /// (default 5 s).
     pub busy_timeout: Duration,
     /// A [`crate::Checkpointer`] runs the WAL checkpoints on its own connection (the server
     /// does this): the store's automatic checkpoint then only fires as a backstop when the
     /// WAL exceeds [`BACKSTOP_CHECKPOINT_PAGES`], instead of every 1000 pages inside a commit.
     pub background_checkpoint: bool,
+    /// PostgreSQL settings (ignored for SQLite).
+    pub postgres: PgOptions,
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// How long to wait for a connection to the server (default 5 s).
+    pub connect_timeout: Duration,
+    /// The longest any statement may run before the server cancels it, which fails the commit
+    /// or query with a retryable error (default 30 s).
+    pub statement_timeout: Duration,
+    /// How a commit writes its archive records (default [`RecordsVia::Unnest`], which
+    /// measured faster; the other stays so `svoi bench ingest --pg-records` can compare).
+    pub records_via: RecordsVia,
+}
+
+/// The two ways a PostgreSQL commit can write a batch of records with deduplication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordsVia {
+    /// One `INSERT ... SELECT * FROM unnest(column arrays) ON CONFLICT DO NOTHING`.
+    #[default]
+    Unnest,
+    /// A binary `COPY` into a session-local staging table, then `INSERT ... SELECT FROM` it
+    /// `ON CONFLICT DO NOTHING` (`COPY` itself cannot skip duplicates).
+    Copy,
+}
+
+impl FromStr for RecordsVia {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "unnest" => Ok(RecordsVia::Unnest),
+            "copy" => Ok(RecordsVia::Copy),
+            other => Err(format!("{other:?}: expected unnest or copy")),
+        }
+    }
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            records_via: RecordsVia::Unnest,
+        }
+    }
 }
 
 /// WAL size in pages (of 4 KiB) at which a store with a background checkpointer still
@@ -91,6 +140,7 @@ impl Default for StoreOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             background_checkpoint: false,
+            postgres: PgOptions::default(),
         }
     }
 }

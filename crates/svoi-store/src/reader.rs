@@ -1,23 +1,26 @@
-//! `Reader`: the read-only handle the HTTP API queries through. A small pool of read-only
-//! SQLite connections, each query run on one of them, and the paged (keyset) queries over
-//! devices, records, alarm events, raw frames and decode errors.
+//! `Reader`: the read-only handle the HTTP API queries through, whichever backend the URL
+//! names: a small pool of read-only connections ([`crate::pool::Pool`]), each query run on one
+//! of them, and the paged (keyset) queries over devices, records, alarm events, raw frames and
+//! decode errors. This file has the facade and the SQLite reader; the PostgreSQL one, with the
+//! same queries and semantics, is `crate::pg::reader`.
 //!
 //! Every paged query seeks an index on its key and walks it in order, so a page costs the
 //! same however deep it is (see `every_paged_query_seeks_an_index` in the tests for the plans).
 //! The methods block; async callers run them in `spawn_blocking`.
 
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
-use crate::store::parse_status;
+use crate::pg::reader::PgReader;
+use crate::pool::Pool;
+use crate::sqlite::parse_status;
 use crate::{
-    AlarmEvent, DatabaseSize, DbUrl, DecodeErrorInfo, DeviceDetail, DeviceSummary, PageQuery,
-    Position, RawFrameInfo, RecordRow, StoreError, StoreOptions, StoredRecord, TokenRecord,
-    TokenScope, migrate,
+    AlarmEvent, DatabaseSize, DbUrl, DecodeErrorInfo, DeviceDetail, DeviceSummary, FrameStatus,
+    PageQuery, Position, RawFrameInfo, RecordRow, StoreError, StoreOptions, StoredRecord,
+    TokenRecord, TokenScope, migrate,
 };
 
 /// The columns of a device row, in the order [`summary`] and [`detail`] read them.
@@ -146,148 +149,249 @@ const TOKEN_BY_ID: &str = concat!(token_select!(), " WHERE id = ?1");
 
 /// A read-only handle on an existing, migrated database: a pool of read-only connections.
 /// Cheap to clone (the pool is shared) and `Send + Sync`. Each call takes a connection from
-/// the pool, waiting for one when all are in use, and starts a fresh read, so it sees every
-/// transaction committed before it began (also those of a [`crate::Store`] in another
-/// process); a call that runs several queries runs them in one read transaction.
+/// the pool, waiting for one when all are in use (at most the options' busy timeout, then
+/// [`StoreError::ReadersBusy`]), and starts a fresh read, so it sees every transaction
+/// committed before it began (also those of a [`crate::Store`] in another process or on
+/// another server). A call whose answer takes several lookups (a device list with last
+/// positions, a device with its record count) reads one snapshot, so its figures agree: one
+/// read transaction on SQLite, one statement on PostgreSQL.
+///
+/// Both backends return the same rows in the same order with the same types and errors. On
+/// SQLite every connection is opened by [`Reader::open`]. On PostgreSQL the first one is, the
+/// others when first needed; a connection the server closed (restart, failover, an
+/// administrator terminating it) is replaced on its next use, so a query on it fails at most
+/// once, with a retryable error, and the next one reconnects. A failed reconnect is a
+/// retryable error too, and the next call tries again.
 #[derive(Debug, Clone)]
 pub struct Reader {
-    pool: Arc<Pool>,
+    backend: Backend,
 }
 
-/// The connections not in use, and the signal that one came back.
-#[derive(Debug)]
-struct Pool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    returned: Condvar,
-    /// How long a caller waits for a free connection before giving up (the busy timeout):
-    /// callers queue on the blocking thread pool, so an unbounded wait would let a burst of
-    /// requests pile up threads without limit.
-    wait: Duration,
+/// The reader of each backend.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqliteReader),
+    Postgres(PgReader),
 }
-
-/// A connection taken from the pool; goes back when dropped (also when a query panics, so the
-/// pool never shrinks).
-struct Lease<'p> {
-    pool: &'p Pool,
-    conn: Option<Connection>,
-}
-
-impl Deref for Lease<'_> {
-    type Target = Connection;
-
-    fn deref(&self) -> &Connection {
-        match &self.conn {
-            Some(conn) => conn,
-            // The connection is only taken out in `drop`.
-            None => unreachable!("a lease holds its connection until dropped"),
-        }
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            // The vector is consistent whatever panicked while holding the lock.
-            let mut idle = self
-                .pool
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            idle.push(conn);
-            drop(idle);
-            self.pool.returned.notify_one();
-        }
-    }
-}
-
-impl Pool {
-    /// Takes an idle connection, waiting up to `wait` for one to be returned if none is;
-    /// then [`StoreError::ReadersBusy`] (retryable).
-    fn lease(&self) -> Result<Lease<'_>, StoreError> {
-        let deadline = Instant::now() + self.wait;
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(conn) = idle.pop() {
-                return Ok(Lease {
-                    pool: self,
-                    conn: Some(conn),
-                });
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(StoreError::ReadersBusy { waited: self.wait });
-            }
-            idle = self
-                .returned
-                .wait_timeout(idle, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-}
-
-/// Statements per connection: the queries below with their variants come to about twenty.
-const STATEMENT_CACHE: usize = 32;
 
 impl Reader {
-    /// Opens `connections` (>= 1) read-only connections (SQLITE_OPEN_READ_ONLY, busy timeout from
-    /// opts, PRAGMA query_only) on an existing, migrated database. Refuses (StoreError) a database
-    /// whose schema version is not latest_schema_version(): [`StoreError::SchemaMismatch`] when
-    /// it is older (a reader cannot migrate), [`StoreError::SchemaTooNew`] when newer, and
-    /// [`StoreError::File`] when the file does not exist.
+    /// Opens a reader with a pool of `connections` (>= 1, else [`StoreError::Invalid`])
+    /// connections on an existing, migrated database. Refuses a database whose schema version
+    /// is not [`crate::latest_schema_version`]: [`StoreError::SchemaMismatch`] when it is
+    /// older (a reader cannot migrate; 0 for a database never migrated),
+    /// [`StoreError::SchemaTooNew`] when newer.
+    ///
+    /// SQLite: opens every connection read-only (SQLITE_OPEN_READ_ONLY, busy timeout from
+    /// `opts`, PRAGMA query_only); [`StoreError::File`] when the file does not exist (it is
+    /// never created). PostgreSQL: opens the first connection (connect and statement timeouts
+    /// from `opts.postgres`; its transactions are read-only by default) to check the schema;
+    /// an unreachable server is a retryable [`StoreError::Postgres`].
     pub fn open(
         url: &DbUrl,
         opts: &StoreOptions,
         connections: usize,
     ) -> Result<Reader, StoreError> {
-        let DbUrl::Sqlite(path) = url;
         if connections == 0 {
             return Err(StoreError::Invalid(
                 "a reader needs at least one connection".to_owned(),
             ));
         }
-        // Checked first: SQLite's own error for a missing file does not name it.
-        std::fs::metadata(path).map_err(|source| StoreError::File {
-            path: path.clone(),
-            source,
-        })?;
-        let mut idle = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(opts.busy_timeout)?;
-            conn.pragma_update(None, "query_only", true)?;
-            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-            if idle.is_empty() {
-                check_schema(&conn)?;
-            }
-            idle.push(conn);
-        }
-        Ok(Reader {
-            pool: Arc::new(Pool {
-                path: path.clone(),
-                idle: Mutex::new(idle),
-                returned: Condvar::new(),
-                wait: opts.busy_timeout,
-            }),
-        })
+        let backend = match url {
+            DbUrl::Sqlite(path) => Backend::Sqlite(SqliteReader::open(path, opts, connections)?),
+            DbUrl::Postgres(url) => Backend::Postgres(PgReader::open(url, opts, connections)?),
+        };
+        Ok(Reader { backend })
     }
 
     /// Cheap liveness query (`SELECT max(version) FROM schema_migrations`) on a pooled
     /// connection.
     pub fn ping(&self) -> Result<(), StoreError> {
-        let conn = self.pool.lease()?;
-        conn.prepare_cached("SELECT max(version) FROM schema_migrations")?
-            .query_row([], |row| row.get::<_, Option<i64>>(0))?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(r) => r.ping(),
+            Backend::Postgres(r) => r.ping(),
+        }
     }
 
-    /// Bytes on disk of the database file and of its write-ahead log (0 when there is none).
+    /// The space the database takes. SQLite: bytes on disk of the database file and of its
+    /// write-ahead log (0 when there is none). PostgreSQL: `file_bytes` is
+    /// `pg_database_size(current_database())` (every table, index and partition of the
+    /// database, on the server's disk) and `wal_bytes` is 0, the server's write-ahead log
+    /// being shared by all its databases.
     pub fn database_size(&self) -> Result<DatabaseSize, StoreError> {
-        let path = &self.pool.path;
+        match &self.backend {
+            Backend::Sqlite(r) => r.database_size(),
+            Backend::Postgres(r) => r.database_size(),
+        }
+    }
+
+    /// Devices ordered by IMEI, strictly after `after_imei`, at most `limit`, each with its
+    /// last position (see [`DeviceSummary::last_position`]). PostgreSQL compares IMEIs in the
+    /// database's collation (IMEIs are digits, which every collation orders alike).
+    pub fn devices(
+        &self,
+        after_imei: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeviceSummary>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.devices(after_imei, limit),
+            Backend::Postgres(r) => r.devices(after_imei, limit),
+        }
+    }
+
+    /// The device with this IMEI, with its negotiated layout and record count; `None` when
+    /// the IMEI is unknown. A stored field list that is not a JSON array of field numbers is
+    /// [`StoreError::Corrupt`].
+    pub fn device(&self, imei: &str) -> Result<Option<DeviceDetail>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.device(imei),
+            Backend::Postgres(r) => r.device(imei),
+        }
+    }
+
+    /// Whether a device with this IMEI is known: one index lookup, unlike [`Reader::device`],
+    /// which also counts the device's records.
+    pub fn device_exists(&self, imei: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.device_exists(imei),
+            Backend::Postgres(r) => r.device_exists(imei),
+        }
+    }
+
+    /// The device's records with event_time in [q.from, q.to), ordered by (event_time, id),
+    /// strictly after q.after. Records with NULL event_time are never returned. Unknown
+    /// IMEI -> empty.
+    pub fn records(&self, imei: &str, q: &PageQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.records(imei, q),
+            Backend::Postgres(r) => r.records(imei, q),
+        }
+    }
+
+    /// Same for alarm_events (key = event_time): the device's events with event_time in
+    /// [q.from, q.to), ordered by (event_time, id), strictly after q.after. Events with NULL
+    /// event_time are never returned. Unknown IMEI -> empty.
+    pub fn events(&self, imei: &str, q: &PageQuery) -> Result<Vec<AlarmEvent>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.events(imei, q),
+            Backend::Postgres(r) => r.events(imei, q),
+        }
+    }
+
+    /// raw_frames with received_at_us in [q.from, q.to), optional device filter, ordered by
+    /// (received_at_us, id), strictly after q.after; an unknown IMEI gives an empty page.
+    pub fn raw_frames(
+        &self,
+        imei: Option<&str>,
+        q: &PageQuery,
+    ) -> Result<Vec<RawFrameInfo>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.raw_frames(imei, q),
+            Backend::Postgres(r) => r.raw_frames(imei, q),
+        }
+    }
+
+    /// decode_errors likewise (key = received_at_us), optional device filter: received_at_us
+    /// in [q.from, q.to), ordered by (received_at_us, id), strictly after q.after.
+    pub fn decode_errors(
+        &self,
+        imei: Option<&str>,
+        q: &PageQuery,
+    ) -> Result<Vec<DecodeErrorInfo>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.decode_errors(imei, q),
+            Backend::Postgres(r) => r.decode_errors(imei, q),
+        }
+    }
+
+    /// The token with this public id (revoked ones included; caller checks revoked_at_us).
+    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.token(id),
+            Backend::Postgres(r) => r.token(id),
+        }
+    }
+}
+
+/// The SQLite reader: read-only connections on the database file.
+#[derive(Debug, Clone)]
+struct SqliteReader {
+    shared: Arc<SqliteShared>,
+}
+
+/// What the clones of a [`SqliteReader`] share.
+#[derive(Debug)]
+struct SqliteShared {
+    path: PathBuf,
+    busy_timeout: Duration,
+    pool: Pool<Connection>,
+}
+
+/// Statements per connection: the queries below with their variants come to about twenty.
+const STATEMENT_CACHE: usize = 32;
+
+/// Opens one read-only connection on the database at `path`.
+fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+impl SqliteReader {
+    /// [`Reader::open`] on SQLite: every connection opened now.
+    fn open(
+        path: &Path,
+        opts: &StoreOptions,
+        connections: usize,
+    ) -> Result<SqliteReader, StoreError> {
+        // Checked first: SQLite's own error for a missing file does not name it.
+        std::fs::metadata(path).map_err(|source| StoreError::File {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut idle = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let conn = open_connection(path, opts.busy_timeout)?;
+            if idle.is_empty() {
+                check_version(migrate::current_version(&conn)?)?;
+            }
+            idle.push(conn);
+        }
+        Ok(SqliteReader {
+            shared: Arc::new(SqliteShared {
+                path: path.to_path_buf(),
+                busy_timeout: opts.busy_timeout,
+                pool: Pool::new(idle, connections, opts.busy_timeout),
+            }),
+        })
+    }
+
+    /// Runs `read` on a pooled connection (reopened should its slot be empty, which a SQLite
+    /// reader never leaves it).
+    fn with<T>(
+        &self,
+        read: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let shared = &*self.shared;
+        let mut lease = shared.pool.lease()?;
+        let conn = lease.get_or_open(|| open_connection(&shared.path, shared.busy_timeout))?;
+        read(conn)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.prepare_cached("SELECT max(version) FROM schema_migrations")?
+                .query_row([], |row| row.get::<_, Option<i64>>(0))?;
+            Ok(())
+        })
+    }
+
+    fn database_size(&self) -> Result<DatabaseSize, StoreError> {
+        let path = &self.shared.path;
         let file_bytes = file_len(path)?.unwrap_or(0);
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
@@ -298,197 +402,180 @@ impl Reader {
         })
     }
 
-    /// Devices ordered by IMEI, strictly after `after_imei`, at most `limit`.
-    pub fn devices(
+    fn devices(
         &self,
         after_imei: Option<&str>,
         limit: u32,
     ) -> Result<Vec<DeviceSummary>, StoreError> {
-        let conn = self.pool.lease()?;
-        let tx = conn.unchecked_transaction()?;
-        let mut devices = Vec::new();
-        {
-            let mut stmt = match after_imei {
-                None => tx.prepare_cached(DEVICES_FIRST)?,
-                Some(_) => tx.prepare_cached(DEVICES_AFTER)?,
-            };
-            let mut rows = match after_imei {
-                None => stmt.query((limit,))?,
-                Some(after) => stmt.query((limit, after))?,
-            };
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                devices.push((id, summary(row)?));
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let mut devices = Vec::new();
+            {
+                let mut stmt = match after_imei {
+                    None => tx.prepare_cached(DEVICES_FIRST)?,
+                    Some(_) => tx.prepare_cached(DEVICES_AFTER)?,
+                };
+                let mut rows = match after_imei {
+                    None => stmt.query((limit,))?,
+                    Some(after) => stmt.query((limit, after))?,
+                };
+                while let Some(row) = rows.next()? {
+                    let id: i64 = row.get(0)?;
+                    devices.push((id, summary(row)?));
+                }
             }
-        }
-        let mut summaries = Vec::with_capacity(devices.len());
-        for (id, mut summary) in devices {
-            summary.last_position = last_position(&tx, id)?;
-            summaries.push(summary);
-        }
-        Ok(summaries)
+            let mut summaries = Vec::with_capacity(devices.len());
+            for (id, mut summary) in devices {
+                summary.last_position = last_position(&tx, id)?;
+                summaries.push(summary);
+            }
+            Ok(summaries)
+        })
     }
 
-    /// The device with this IMEI, with its negotiated layout and record count; `None` when
-    /// the IMEI is unknown.
-    pub fn device(&self, imei: &str) -> Result<Option<DeviceDetail>, StoreError> {
-        let conn = self.pool.lease()?;
-        let tx = conn.unchecked_transaction()?;
-        let found = tx
-            .prepare_cached(DEVICE_BY_IMEI)?
-            .query_row([imei], |row| {
-                let fields: Option<String> = row.get(9)?;
-                Ok((row.get::<_, i64>(0)?, detail(row)?, fields))
-            })
-            .optional()?;
-        let Some((id, mut detail, fields)) = found else {
-            return Ok(None);
-        };
-        detail.summary.last_position = last_position(&tx, id)?;
-        detail.fields = match fields {
-            Some(text) => Some(parse_fields(&text).ok_or_else(|| {
-                StoreError::Corrupt(format!("device {imei} has field list {text:?}"))
-            })?),
-            None => None,
-        };
-        let records: i64 = tx
-            .prepare_cached(RECORD_COUNT)?
-            .query_row([id], |row| row.get(0))?;
-        // count(*) is never negative.
-        detail.records = records.unsigned_abs();
-        Ok(Some(detail))
+    fn device(&self, imei: &str) -> Result<Option<DeviceDetail>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let found = tx
+                .prepare_cached(DEVICE_BY_IMEI)?
+                .query_row([imei], |row| {
+                    let fields: Option<String> = row.get(9)?;
+                    Ok((row.get::<_, i64>(0)?, detail(row)?, fields))
+                })
+                .optional()?;
+            let Some((id, mut detail, fields)) = found else {
+                return Ok(None);
+            };
+            detail.summary.last_position = last_position(&tx, id)?;
+            detail.fields = match fields {
+                Some(text) => Some(parse_fields_of(imei, &text)?),
+                None => None,
+            };
+            let records: i64 = tx
+                .prepare_cached(RECORD_COUNT)?
+                .query_row([id], |row| row.get(0))?;
+            // count(*) is never negative.
+            detail.records = records.unsigned_abs();
+            Ok(Some(detail))
+        })
     }
 
-    /// Whether a device with this IMEI is known: one index lookup, unlike [`Reader::device`],
-    /// which also counts the device's records.
-    pub fn device_exists(&self, imei: &str) -> Result<bool, StoreError> {
-        let conn = self.pool.lease()?;
-        let found = conn
-            .prepare_cached("SELECT 1 FROM devices WHERE imei = ?1")?
-            .query_row([imei], |_| Ok(()))
-            .optional()?;
-        Ok(found.is_some())
+    fn device_exists(&self, imei: &str) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            let found = conn
+                .prepare_cached("SELECT 1 FROM devices WHERE imei = ?1")?
+                .query_row([imei], |_| Ok(()))
+                .optional()?;
+            Ok(found.is_some())
+        })
     }
 
-    /// The device's records with event_time in [q.from, q.to), ordered by (event_time, id),
-    /// strictly after q.after. Records with NULL event_time are never returned. Unknown
-    /// IMEI -> empty.
-    pub fn records(&self, imei: &str, q: &PageQuery) -> Result<Vec<StoredRecord>, StoreError> {
-        let conn = self.pool.lease()?;
-        let mut stmt = conn.prepare_cached(RECORDS_PAGE)?;
-        let mut rows = stmt.query(page_params(Some(imei), q))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(StoredRecord {
-                id: row.get(0)?,
-                source: row.get(1)?,
-                received_at_us: row.get(2)?,
-                row: record_row(row, 3)?,
-            });
-        }
-        Ok(out)
+    fn records(&self, imei: &str, q: &PageQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(RECORDS_PAGE)?;
+            let mut rows = stmt.query(page_params(Some(imei), q))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(StoredRecord {
+                    id: row.get(0)?,
+                    source: row.get(1)?,
+                    received_at_us: row.get(2)?,
+                    row: record_row(row, 3)?,
+                });
+            }
+            Ok(out)
+        })
     }
 
-    /// Same for alarm_events (key = event_time): the device's events with event_time in
-    /// [q.from, q.to), ordered by (event_time, id), strictly after q.after. Events with NULL
-    /// event_time are never returned. Unknown IMEI -> empty.
-    pub fn events(&self, imei: &str, q: &PageQuery) -> Result<Vec<AlarmEvent>, StoreError> {
-        let conn = self.pool.lease()?;
-        let mut stmt = conn.prepare_cached(EVENTS_PAGE)?;
-        let mut rows = stmt.query(page_params(Some(imei), q))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(AlarmEvent {
-                id: row.get(0)?,
-                event_index: row.get(1)?,
-                record_index: row.get(2)?,
-                event_time: row.get(3)?,
-                event_code: row.get(4)?,
-                latitude: row.get(5)?,
-                longitude: row.get(6)?,
-                frame_id: row.get(7)?,
-                received_at_us: row.get(8)?,
-            });
-        }
-        Ok(out)
+    fn events(&self, imei: &str, q: &PageQuery) -> Result<Vec<AlarmEvent>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(EVENTS_PAGE)?;
+            let mut rows = stmt.query(page_params(Some(imei), q))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(AlarmEvent {
+                    id: row.get(0)?,
+                    event_index: row.get(1)?,
+                    record_index: row.get(2)?,
+                    event_time: row.get(3)?,
+                    event_code: row.get(4)?,
+                    latitude: row.get(5)?,
+                    longitude: row.get(6)?,
+                    frame_id: row.get(7)?,
+                    received_at_us: row.get(8)?,
+                });
+            }
+            Ok(out)
+        })
     }
 
-    /// raw_frames with received_at_us in [q.from, q.to), optional device filter, ordered by
-    /// (received_at_us, id), strictly after q.after; an unknown IMEI gives an empty page.
-    pub fn raw_frames(
+    fn raw_frames(
         &self,
         imei: Option<&str>,
         q: &PageQuery,
     ) -> Result<Vec<RawFrameInfo>, StoreError> {
-        let conn = self.pool.lease()?;
-        let mut stmt = conn.prepare_cached(match imei {
-            None => RAW_FRAMES_PAGE,
-            Some(_) => RAW_FRAMES_DEVICE_PAGE,
-        })?;
-        let mut rows = stmt.query(page_params(imei, q))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let conn_id: i64 = row.get(2)?;
-            let conn_id = u64::try_from(conn_id).map_err(|_| {
-                StoreError::Corrupt(format!("raw frame {id} has conn_id {conn_id}"))
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(match imei {
+                None => RAW_FRAMES_PAGE,
+                Some(_) => RAW_FRAMES_DEVICE_PAGE,
             })?;
-            let status: String = row.get(5)?;
-            let status = parse_status(&status).ok_or_else(|| {
-                StoreError::Corrupt(format!("raw frame {id} has status {status:?}"))
-            })?;
-            out.push(RawFrameInfo {
-                id,
-                imei: row.get(1)?,
-                conn_id,
-                received_at_us: row.get(3)?,
-                kind: row.get(4)?,
-                status,
-                error_reason: row.get(6)?,
-                error: row.get(7)?,
-                bytes: row.get(8)?,
-            });
-        }
-        Ok(out)
+            let mut rows = stmt.query(page_params(imei, q))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let status: String = row.get(5)?;
+                out.push(RawFrameInfo {
+                    id,
+                    imei: row.get(1)?,
+                    conn_id: frame_conn_id(id, row.get(2)?)?,
+                    received_at_us: row.get(3)?,
+                    kind: row.get(4)?,
+                    status: frame_status(id, &status)?,
+                    error_reason: row.get(6)?,
+                    error: row.get(7)?,
+                    bytes: row.get(8)?,
+                });
+            }
+            Ok(out)
+        })
     }
 
-    /// decode_errors likewise (key = received_at_us), optional device filter: received_at_us
-    /// in [q.from, q.to), ordered by (received_at_us, id), strictly after q.after.
-    pub fn decode_errors(
+    fn decode_errors(
         &self,
         imei: Option<&str>,
         q: &PageQuery,
     ) -> Result<Vec<DecodeErrorInfo>, StoreError> {
-        let conn = self.pool.lease()?;
-        let mut stmt = conn.prepare_cached(match imei {
-            None => DECODE_ERRORS_PAGE,
-            Some(_) => DECODE_ERRORS_DEVICE_PAGE,
-        })?;
-        let mut rows = stmt.query(page_params(imei, q))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(DecodeErrorInfo {
-                id: row.get(0)?,
-                frame_id: row.get(1)?,
-                imei: row.get(2)?,
-                received_at_us: row.get(3)?,
-                kind: row.get(4)?,
-                reason: row.get(5)?,
-                error: row.get(6)?,
-            });
-        }
-        Ok(out)
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(match imei {
+                None => DECODE_ERRORS_PAGE,
+                Some(_) => DECODE_ERRORS_DEVICE_PAGE,
+            })?;
+            let mut rows = stmt.query(page_params(imei, q))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(DecodeErrorInfo {
+                    id: row.get(0)?,
+                    frame_id: row.get(1)?,
+                    imei: row.get(2)?,
+                    received_at_us: row.get(3)?,
+                    kind: row.get(4)?,
+                    reason: row.get(5)?,
+                    error: row.get(6)?,
+                });
+            }
+            Ok(out)
+        })
     }
 
-    /// The token with this public id (revoked ones included; caller checks revoked_at_us).
-    pub fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let conn = self.pool.lease()?;
-        let mut stmt = conn.prepare_cached(TOKEN_BY_ID)?;
-        let mut rows = stmt.query([id])?;
-        match rows.next()? {
-            Some(row) => Ok(Some(token_record(row)?)),
-            None => Ok(None),
-        }
+    fn token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(TOKEN_BY_ID)?;
+            let mut rows = stmt.query([id])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(token_record(row)?)),
+                None => Ok(None),
+            }
+        })
     }
 }
 
@@ -498,7 +585,7 @@ impl Reader {
 /// The lower bound is raised to the cursor's key, so that the index seek starts at the cursor
 /// rather than at `from` and a deep page costs what the first one does; the row-value
 /// predicate then only drops the rows of the cursor's key up to its id.
-fn page_params<'a>(
+pub(crate) fn page_params<'a>(
     imei: Option<&'a str>,
     q: &PageQuery,
 ) -> (Option<&'a str>, i64, i64, Option<i64>, Option<i64>, u32) {
@@ -516,9 +603,9 @@ fn page_params<'a>(
     )
 }
 
-/// Refuses a database this build cannot read: older (not migrated) or newer.
-fn check_schema(conn: &Connection) -> Result<(), StoreError> {
-    let found = migrate::current_version(conn)?;
+/// Refuses a database this build cannot read, given its schema version: older (not
+/// migrated) or newer.
+pub(crate) fn check_version(found: u32) -> Result<(), StoreError> {
     let known = migrate::latest_version();
     if found > known {
         return Err(StoreError::SchemaTooNew { found, known });
@@ -527,6 +614,31 @@ fn check_schema(conn: &Connection) -> Result<(), StoreError> {
         return Err(StoreError::SchemaMismatch { found, known });
     }
     Ok(())
+}
+
+/// A stored `raw_frames.conn_id` as the connection id it was written from.
+pub(crate) fn frame_conn_id(id: i64, conn_id: i64) -> Result<u64, StoreError> {
+    u64::try_from(conn_id)
+        .map_err(|_| StoreError::Corrupt(format!("raw frame {id} has conn_id {conn_id}")))
+}
+
+/// A stored `raw_frames.status`.
+pub(crate) fn frame_status(id: i64, status: &str) -> Result<FrameStatus, StoreError> {
+    parse_status(status)
+        .ok_or_else(|| StoreError::Corrupt(format!("raw frame {id} has status {status:?}")))
+}
+
+/// A stored `api_tokens.scope`.
+pub(crate) fn token_scope(id: &str, scope: &str) -> Result<TokenScope, StoreError> {
+    scope
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("token {id:?} has scope {scope:?}")))
+}
+
+/// A device's stored field list (`devices.fields`), parsed.
+pub(crate) fn parse_fields_of(imei: &str, text: &str) -> Result<Vec<u8>, StoreError> {
+    parse_fields(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("device {imei} has field list {text:?}")))
 }
 
 /// The length of the file at `path`, `None` if there is none.
@@ -608,16 +720,13 @@ fn record_row(row: &Row<'_>, first: usize) -> rusqlite::Result<RecordRow> {
 pub(crate) fn token_record(row: &Row<'_>) -> Result<TokenRecord, StoreError> {
     let id: String = row.get(0)?;
     let scope: String = row.get(2)?;
-    let scope: TokenScope = scope
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("token {id:?} has scope {scope:?}")))?;
     Ok(TokenRecord {
-        id,
+        scope: token_scope(&id, &scope)?,
         name: row.get(1)?,
-        scope,
         secret_sha256: row.get(3)?,
         created_at_us: row.get(4)?,
         revoked_at_us: row.get(5)?,
+        id,
     })
 }
 
@@ -790,64 +899,5 @@ mod tests {
     fn reader_is_send_sync_and_clone() {
         fn assert_traits<T: Send + Sync + Clone>() {}
         assert_traits::<Reader>();
-    }
-
-    #[test]
-    fn a_lease_goes_back_to_the_pool_even_when_its_user_panics() {
-        let pool = Pool {
-            path: PathBuf::new(),
-            idle: Mutex::new(vec![Connection::open_in_memory().unwrap()]),
-            returned: Condvar::new(),
-            wait: Duration::from_secs(30),
-        };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let lease = pool.lease().unwrap();
-            assert!(lease.is_autocommit());
-            panic!("boom");
-        }));
-        assert!(result.is_err());
-        // Would wait forever had the connection been lost.
-        let lease = pool.lease().unwrap();
-        assert!(lease.is_autocommit());
-    }
-
-    #[test]
-    fn a_waiting_caller_gets_the_connection_when_it_is_returned() {
-        let pool = Arc::new(Pool {
-            path: PathBuf::new(),
-            idle: Mutex::new(vec![Connection::open_in_memory().unwrap()]),
-            returned: Condvar::new(),
-            wait: Duration::from_secs(30),
-        });
-        let lease = pool.lease().unwrap();
-        let waiter = {
-            let pool = Arc::clone(&pool);
-            std::thread::spawn(move || {
-                let lease = pool.lease().unwrap();
-                lease
-                    .query_row("SELECT 42", [], |r| r.get::<_, i64>(0))
-                    .unwrap()
-            })
-        };
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(!waiter.is_finished());
-        drop(lease);
-        assert_eq!(waiter.join().unwrap(), 42);
-    }
-
-    #[test]
-    fn a_caller_gives_up_after_the_wait_with_a_retryable_error() {
-        let pool = Pool {
-            path: PathBuf::new(),
-            idle: Mutex::new(vec![Connection::open_in_memory().unwrap()]),
-            returned: Condvar::new(),
-            wait: Duration::from_millis(30),
-        };
-        let held = pool.lease().unwrap();
-        let err = pool.lease().err().unwrap();
-        assert!(matches!(err, StoreError::ReadersBusy { .. }), "{err}");
-        assert!(err.is_retryable());
-        drop(held);
-        assert!(pool.lease().is_ok());
     }
 }

@@ -1,139 +1,97 @@
-//! `Store`: one SQLite connection in WAL mode, its settings, the embedded migrations, and the
-//! batch commit that turns frames into rows and a [`CommitReceipt`].
-//!
-//! The submodules split the rest of the work: `write` holds the insert statements shared by
-//! commit and reprocess, `read` the queries, `reprocess` the re-decode diff, `tokens` the API
-//! token writes. Read-only queries go through [`crate::Reader`], on connections of its own.
+//! `Store`: the writer's handle on the database, whichever backend the URL names. Every method
+//! behaves the same on SQLite (the embedded default) and PostgreSQL; what differs is said in
+//! the method's documentation.
 
-mod read;
-mod reprocess;
-mod tokens;
-mod write;
+use std::path::Path;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use rusqlite::Connection;
-
-pub(crate) use read::parse_status;
-pub use read::{FrameFilter, RecordKey, StoredFrame, TableCounts};
-pub use reprocess::ReprocessStats;
-
+use crate::pg::PgStore;
+use crate::sqlite::SqliteStore;
 use crate::{
-    CommitReceipt, CommitStats, DbUrl, FrameRow, FrameStatus, LayoutKey, RecordKind, RecordRow,
-    StoreError, StoreOptions, migrate,
+    CommitReceipt, DbUrl, FrameFilter, FrameRow, NewToken, RecordKey, RecordRow, ReprocessStats,
+    StoreError, StoreOptions, StoredFrame, TableCounts, TokenRecord,
 };
-use write::{Writer, apply_device_update, now_us, resolve_device, resolve_layout};
 
-/// A handle on the database: one SQLite connection (so one writer), with in-memory caches of
-/// device and layout ids. `Send`, not `Sync`: give it to one thread (the batch writer) and
-/// open another handle for readers.
+/// A handle on the database for one writer: one connection (SQLite: in WAL mode; PostgreSQL:
+/// reopened by itself after the server comes back), with in-memory caches of device and layout
+/// ids. `Send`, not `Sync`: give it to one thread (the batch writer) and open a
+/// [`crate::Reader`] for readers.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    /// Number of the last successful commit of this handle (0 before the first).
-    batch_no: u64,
-    /// IMEI → `devices.id`. Cleared on rollback: a rolled-back insert's id may be reused.
-    devices: HashMap<Arc<str>, i64>,
-    /// Layout → `layouts.id`. Cleared on rollback, like `devices`.
-    layouts: HashMap<Arc<LayoutKey>, i64>,
-    /// Scratch for one commit: device id → latest receive time seen in the batch.
-    touched: HashMap<i64, i64>,
+    backend: Backend,
 }
 
-/// Page size of a new database. Records with their JSON run to about a kilobyte; 16 KiB pages
-/// cut B-tree splits and per-page WAL writes against SQLite's 4 KiB default (measured with
-/// `svoi bench ingest`: the plain insert went from about 300k to 440k rows/s, end-to-end
-/// ingest rose with it). Only applies when the file is created.
-const PAGE_SIZE: i64 = 16_384;
+#[derive(Debug)]
+enum Backend {
+    Sqlite(Box<SqliteStore>),
+    Postgres(Box<PgStore>),
+}
 
 impl Store {
-    /// Opens (creating it and its directory if missing) the database at `url`: WAL journal,
-    /// `synchronous` and busy timeout from `opts`, foreign keys on, then the embedded
-    /// migrations. Refuses a database whose schema is newer than this build.
+    /// Opens the database at `url` and brings its schema up to date.
+    ///
+    /// SQLite: creates the file and its directory if missing; WAL journal, `synchronous` and
+    /// busy timeout from `opts`, foreign keys on. PostgreSQL: connects (connect and statement
+    /// timeouts from `opts.postgres`), applies the migrations under an advisory lock (several
+    /// servers may start at once), and creates the monthly partitions of `raw_frames` and
+    /// `records` for the previous, current and next two months. Refuses a database whose schema
+    /// is newer than this build.
     pub fn open(url: &DbUrl, opts: &StoreOptions) -> Result<Store, StoreError> {
-        let DbUrl::Sqlite(path) = url;
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let mut conn = Connection::open(path)?;
-        // The timeout first: switching to WAL needs a lock another process may hold.
-        conn.busy_timeout(opts.busy_timeout)?;
-        conn.pragma_update(None, "page_size", PAGE_SIZE)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NotWal {
-                path: path.clone(),
-                mode,
-            });
-        }
-        conn.pragma_update(None, "synchronous", opts.synchronous.as_str())?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        // A 64 MiB page cache: large batches otherwise spill dirty pages to the WAL before
-        // the commit (measured: a 400k-row transaction ran at a quarter of the speed).
-        conn.pragma_update(None, "cache_size", -65_536)?;
-        if opts.background_checkpoint {
-            conn.pragma_update(
-                None,
-                "wal_autocheckpoint",
-                crate::options::BACKSTOP_CHECKPOINT_PAGES,
-            )?;
-            // A WAL that grew while the checkpointer lagged is cut back after it caught up.
-            conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-        }
-        // Commit and reprocess together use about 30 distinct statements; keep them all.
-        conn.set_prepared_statement_cache_capacity(64);
-        migrate::migrate(&mut conn)?;
-        Ok(Store {
-            conn,
-            path: path.clone(),
-            batch_no: 0,
-            devices: HashMap::new(),
-            layouts: HashMap::new(),
-            touched: HashMap::new(),
-        })
+        let backend = match url {
+            DbUrl::Sqlite(path) => Backend::Sqlite(Box::new(SqliteStore::open(path, opts)?)),
+            DbUrl::Postgres(url) => Backend::Postgres(Box::new(PgStore::open(url, opts)?)),
+        };
+        Ok(Store { backend })
     }
 
     /// The applied schema version.
-    pub fn schema_version(&self) -> Result<u32, StoreError> {
-        migrate::current_version(&self.conn)
+    pub fn schema_version(&mut self) -> Result<u32, StoreError> {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.schema_version(),
+            Backend::Postgres(s) => s.schema_version(),
+        }
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The database file (SQLite); `None` for PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(s) => Some(s.path()),
+            Backend::Postgres(_) => None,
+        }
     }
 
-    /// Stores `frames` and everything decoded from them in one transaction (`BEGIN IMMEDIATE`
-    /// … `COMMIT`), all or nothing, and returns the receipt that lets ingest acknowledge them.
+    /// Which database this is, as its URL (a PostgreSQL password shows as `***`).
+    pub fn url(&self) -> DbUrl {
+        match &self.backend {
+            Backend::Sqlite(s) => DbUrl::Sqlite(s.path().to_path_buf()),
+            Backend::Postgres(s) => DbUrl::Postgres(s.url().clone()),
+        }
+    }
+
+    /// Stores `frames` and everything decoded from them in one transaction, all or nothing,
+    /// and returns the receipt that lets ingest acknowledge them.
     ///
     /// The batch is validated before anything is written: a frame with records but no IMEI
     /// fails the whole batch with [`StoreError::Invalid`]. Archive and alarm records are
     /// deduplicated on (device, record index, event time): a resent record is counted in
-    /// [`CommitStats::duplicates`], not stored again. A record whose index or event time is
-    /// unknown cannot be deduplicated (SQLite treats NULLs as distinct) and is stored each
-    /// time. A record without a valid fix is stored like any other. On error the transaction
-    /// is rolled back and no receipt exists.
+    /// [`crate::CommitStats::duplicates`], not stored again, also when another server sharing
+    /// the PostgreSQL database stored it. A record whose index or event time is unknown cannot
+    /// be deduplicated (NULLs are distinct) and is stored each time. On error the transaction
+    /// is rolled back and no receipt exists; a retryable error
+    /// ([`StoreError::is_retryable`]: busy, I/O, PostgreSQL unreachable or restarting) may
+    /// succeed on the next call, which on PostgreSQL reconnects first.
     pub fn commit(&mut self, frames: &[FrameRow]) -> Result<CommitReceipt, StoreError> {
-        validate(frames)?;
-        let stats = self.in_transaction(|store| store.write_batch(frames))?;
-        self.batch_no += 1;
-        let seqs = frames.iter().map(|frame| frame.seq).collect();
-        Ok(CommitReceipt::new(self.batch_no, seqs, stats))
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.commit(frames),
+            Backend::Postgres(s) => s.commit(frames),
+        }
     }
 
-    /// Inserts `rows` straight into `records` for the device `imei` in one transaction with
-    /// one prepared statement, without raw frames, alarm events or receipts: the baseline the
-    /// insert benchmark compares [`Store::commit`] with. Same table and unique key as commit
-    /// (a duplicate is skipped); returns the number of rows inserted.
+    /// Inserts `rows` straight into `records` for the device `imei` in one transaction,
+    /// without raw frames, alarm events or receipts: the baseline the benchmarks compare
+    /// [`Store::commit`] with. Returns the number of rows inserted.
+    ///
+    /// SQLite: one prepared statement per row, a duplicate key is skipped. PostgreSQL: one
+    /// binary `COPY`, and a duplicate key fails it.
     pub fn insert_records_direct(
         &mut self,
         imei: &str,
@@ -148,280 +106,89 @@ impl Store {
         &mut self,
         devices: &[(&str, &[RecordRow])],
     ) -> Result<u64, StoreError> {
-        if devices.iter().any(|(imei, _)| imei.is_empty()) {
-            return Err(StoreError::Invalid(
-                "records need a non-empty imei".to_owned(),
-            ));
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.insert_records_direct_many(devices),
+            Backend::Postgres(s) => s.insert_records_direct_many(devices),
         }
-        let received_at_us = now_us();
-        self.in_transaction(|store| {
-            let Store {
-                conn, devices: ids, ..
-            } = store;
-            let mut inserted = 0;
-            for (imei, rows) in devices {
-                let imei: Arc<str> = Arc::from(*imei);
-                let device = resolve_device(conn, ids, &imei, received_at_us)?;
-                let mut writer = Writer::new(conn)?;
-                for row in *rows {
-                    if writer.insert_record(device, None, "archive", row, received_at_us)? {
-                        inserted += 1;
-                    }
-                }
-            }
-            Ok(inserted)
-        })
     }
 
-    /// Runs `work` inside `BEGIN IMMEDIATE` … `COMMIT`. On any error the transaction is rolled
-    /// back and the id caches are cleared, since ids handed out inside it no longer exist.
-    fn in_transaction<T>(
+    /// Replaces what was decoded from archived frames by a new decode. Each update is a
+    /// `raw_frames.id` and the [`FrameRow`] freshly decoded from that frame's bytes; all
+    /// updates run in one transaction, all or nothing.
+    ///
+    /// Per frame: kind, status and error are updated; decode errors, alarm events and
+    /// current-state rows are replaced; records and additional records are diffed by key
+    /// (record index, event time): same key and values = unchanged, same key and other
+    /// values = changed (updated in place, id kept), a new key = added (or a duplicate when
+    /// another frame holds it), a key gone = removed. The frame keeps its device, receive time
+    /// and layout, and device updates in `FrameRow::device` are ignored (a re-decoded old
+    /// negotiation must not roll back the device's current layout). A removed record that
+    /// later frames had resent is gone with it; reprocessing those frames adds it back.
+    ///
+    /// Fails with [`StoreError::Invalid`] for an unknown frame id, an IMEI other than the
+    /// frame's device, or records for a frame without a device.
+    pub fn reprocess(&mut self, updates: &[(i64, FrameRow)]) -> Result<ReprocessStats, StoreError> {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.reprocess(updates),
+            Backend::Postgres(s) => s.reprocess(updates),
+        }
+    }
+
+    /// Row counts of the main tables.
+    pub fn counts(&mut self) -> Result<TableCounts, StoreError> {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.counts(),
+            Backend::Postgres(s) => s.counts(),
+        }
+    }
+
+    /// The keys of stored records, of one device or all, ordered by IMEI, record index, event
+    /// time (unknown values first), then id.
+    pub fn record_keys(&mut self, imei: Option<&str>) -> Result<Vec<RecordKey>, StoreError> {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.record_keys(imei),
+            Backend::Postgres(s) => s.record_keys(imei),
+        }
+    }
+
+    /// Up to `limit` archived frames with id greater than `after_id` that match `filter`,
+    /// ascending by id: page through with the last id returned.
+    pub fn frames_for_reprocess(
         &mut self,
-        work: impl FnOnce(&mut Store) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = work(self).and_then(|value| {
-            self.conn.execute_batch("COMMIT")?;
-            Ok(value)
-        });
-        if result.is_err() {
-            if !self.conn.is_autocommit() {
-                // The original error is what the caller needs; a failed rollback leaves the
-                // transaction open and the next BEGIN reports it.
-                let _ = self.conn.execute_batch("ROLLBACK");
-            }
-            self.devices.clear();
-            self.layouts.clear();
-        }
-        result
-    }
-
-    /// The body of [`Store::commit`], inside its transaction.
-    fn write_batch(&mut self, frames: &[FrameRow]) -> Result<CommitStats, StoreError> {
-        let Store {
-            conn,
-            devices,
-            layouts,
-            touched,
-            ..
-        } = self;
-        let conn: &Connection = conn;
-        touched.clear();
-        let mut writer = Writer::new(conn)?;
-        let mut stats = CommitStats::default();
-        for frame in frames {
-            let at = frame.received_at_us;
-            let device = match &frame.imei {
-                Some(imei) => {
-                    let id = resolve_device(conn, devices, imei, at)?;
-                    let seen = touched.entry(id).or_insert(at);
-                    *seen = (*seen).max(at);
-                    Some(id)
-                }
-                None => None,
-            };
-            if let (Some(id), Some(update)) = (device, &frame.device) {
-                apply_device_update(conn, id, update, at)?;
-            }
-            let layout = match &frame.layout {
-                Some(key) => Some(resolve_layout(conn, layouts, key)?),
-                None => None,
-            };
-            let frame_id = writer.insert_frame(device, frame, layout)?;
-            stats.frames += 1;
-            if frame.status != FrameStatus::Ok {
-                writer.insert_decode_error(frame_id, device, at, frame)?;
-                stats.decode_errors += 1;
-            }
-            if frame.records.is_empty() && frame.ext_records.is_empty() {
-                continue;
-            }
-            let device = device.ok_or_else(|| no_imei(frame))?;
-            for record in &frame.records {
-                match record.kind {
-                    RecordKind::Archive => {
-                        if writer.insert_record(
-                            device,
-                            Some(frame_id),
-                            "archive",
-                            &record.row,
-                            at,
-                        )? {
-                            stats.records += 1;
-                        } else {
-                            stats.duplicates += 1;
-                        }
-                    }
-                    RecordKind::Alarm { event_index } => {
-                        if writer.insert_record(device, Some(frame_id), "alarm", &record.row, at)? {
-                            stats.records += 1;
-                        } else {
-                            stats.duplicates += 1;
-                        }
-                        if writer.insert_alarm(device, frame_id, event_index, &record.row, at)? {
-                            stats.alarms += 1;
-                        }
-                    }
-                    RecordKind::Current => {
-                        writer.insert_current(device, frame_id, &record.row, at)?;
-                        stats.current += 1;
-                    }
-                }
-            }
-            for ext in &frame.ext_records {
-                if writer.insert_ext(device, frame_id, ext, at)? {
-                    stats.ext_records += 1;
-                } else {
-                    stats.duplicates += 1;
-                }
-            }
-        }
-        let mut last_seen = conn.prepare_cached(
-            "UPDATE devices SET last_seen_us = max(last_seen_us, ?2) WHERE id = ?1",
-        )?;
-        for (&id, &at) in touched.iter() {
-            last_seen.execute((id, at))?;
-        }
-        Ok(stats)
-    }
-}
-
-/// Checks a batch before anything is written, so that a bad frame stores nothing.
-fn validate(frames: &[FrameRow]) -> Result<(), StoreError> {
-    for frame in frames {
-        match &frame.imei {
-            None if !frame.records.is_empty() || !frame.ext_records.is_empty() => {
-                return Err(no_imei(frame));
-            }
-            None if frame.device.is_some() => {
-                return Err(StoreError::Invalid(format!(
-                    "frame seq {} carries a device update but no imei",
-                    frame.seq
-                )));
-            }
-            Some(imei) if imei.is_empty() => {
-                return Err(StoreError::Invalid(format!(
-                    "frame seq {} has an empty imei",
-                    frame.seq
-                )));
-            }
-            _ => {}
-        }
-        if i64::try_from(frame.conn_id).is_err() {
-            return Err(StoreError::Invalid(format!(
-                "frame seq {} has connection id {} beyond the storable range",
-                frame.seq, frame.conn_id
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The error for decoded rows that have no device to belong to.
-fn no_imei(frame: &FrameRow) -> StoreError {
-    StoreError::Invalid(format!(
-        "frame seq {} carries {} records and {} additional records but no imei: \
-         records need a device",
-        frame.seq,
-        frame.records.len(),
-        frame.ext_records.len()
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Synchronous;
-
-    fn open(dir: &Path, synchronous: Synchronous) -> Store {
-        let url = DbUrl::Sqlite(dir.join("svoi.db"));
-        Store::open(
-            &url,
-            &StoreOptions {
-                synchronous,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap()
-    }
-
-    fn pragma(store: &Store, name: &str) -> String {
-        store
-            .conn
-            .query_row(&format!("PRAGMA {name}"), [], |row| {
-                row.get::<_, rusqlite::types::Value>(0)
-            })
-            .map(|v| match v {
-                rusqlite::types::Value::Integer(i) => i.to_string(),
-                rusqlite::types::Value::Text(t) => t,
-                other => format!("{other:?}"),
-            })
-            .unwrap()
-    }
-
-    #[test]
-    fn open_sets_wal_synchronous_foreign_keys_and_busy_timeout() {
-        for mode in [
-            Synchronous::Off,
-            Synchronous::Normal,
-            Synchronous::Full,
-            Synchronous::Extra,
-        ] {
-            let dir = tempfile::tempdir().unwrap();
-            let store = open(dir.path(), mode);
-            assert_eq!(pragma(&store, "journal_mode"), "wal");
-            assert_eq!(pragma(&store, "synchronous"), mode.level().to_string());
-            assert_eq!(pragma(&store, "foreign_keys"), "1");
-            assert_eq!(pragma(&store, "busy_timeout"), "5000");
+        filter: &FrameFilter,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredFrame>, StoreError> {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.frames_for_reprocess(filter, after_id, limit),
+            Backend::Postgres(s) => s.frames_for_reprocess(filter, after_id, limit),
         }
     }
 
-    #[test]
-    fn store_is_send() {
-        fn assert_send<T: Send>() {}
-        assert_send::<Store>();
+    /// Inserts an API token; an active token with the same name ->
+    /// [`StoreError::TokenExists`]. An empty id or name, or an id already used by any token
+    /// (revoked ones included), is [`StoreError::Invalid`]. The creation time is now.
+    pub fn create_token(&mut self, t: &NewToken) -> Result<(), StoreError> {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.create_token(t),
+            Backend::Postgres(s) => s.create_token(t),
+        }
     }
 
-    #[test]
-    fn a_failed_commit_clears_the_id_caches() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = open(dir.path(), Synchronous::Off);
-        let layout = Arc::new(LayoutKey {
-            protocol_version: 20,
-            struct_version: 20,
-            data_size: 8,
-            mask: vec![0xff],
-        });
-        let mut frame = FrameRow {
-            seq: 1,
-            conn_id: 1,
-            imei: Some(Arc::from("123")),
-            received_at_us: 1,
-            kind: Arc::from("~A"),
-            status: FrameStatus::Ok,
-            error_reason: None,
-            error: None,
-            bytes: vec![1],
-            layout: Some(layout),
-            device: None,
-            records: Vec::new(),
-            ext_records: Vec::new(),
-        };
-        let _ = store.commit(std::slice::from_ref(&frame)).unwrap();
-        assert_eq!(store.devices.len(), 1);
-        assert_eq!(store.layouts.len(), 1);
-        // Make the next raw frame insert fail inside the transaction.
-        store
-            .conn
-            .execute_batch(
-                "CREATE TRIGGER fail BEFORE INSERT ON raw_frames WHEN NEW.kind = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'boom'); END",
-            )
-            .unwrap();
-        frame.kind = Arc::from("boom");
-        assert!(store.commit(std::slice::from_ref(&frame)).is_err());
-        assert!(store.devices.is_empty());
-        assert!(store.layouts.is_empty());
-        assert!(store.conn.is_autocommit(), "transaction left open");
+    /// All tokens, revoked included, ordered by creation time, then id.
+    pub fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.tokens(),
+            Backend::Postgres(s) => s.tokens(),
+        }
+    }
+
+    /// Revokes the active token of that name (revocation time now); `Ok(false)` if there is
+    /// none.
+    pub fn revoke_token(&mut self, name: &str) -> Result<bool, StoreError> {
+        match &mut self.backend {
+            Backend::Sqlite(s) => s.revoke_token(name),
+            Backend::Postgres(s) => s.revoke_token(name),
+        }
     }
 }

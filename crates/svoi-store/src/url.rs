@@ -6,11 +6,85 @@ use std::str::FromStr;
 
 use crate::StoreError;
 
-/// A database location. Only SQLite exists today; PostgreSQL arrives with issue 5.
+/// A database location.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DbUrl {
     /// An SQLite database file (relative paths are relative to the working directory).
     Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(PgUrl),
+}
+
+/// A PostgreSQL connection URL (`postgres://user:password@host:port/dbname?options`), checked
+/// when parsed. `Display` and `Debug` hide the password.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PgUrl(String);
+
+impl PgUrl {
+    /// The URL as given, password included: for connecting, never for printing.
+    pub fn as_secret_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The connection settings.
+    pub(crate) fn config(&self) -> Result<tokio_postgres::Config, StoreError> {
+        self.0
+            .parse()
+            .map_err(|_| StoreError::BadUrl(self.to_string()))
+    }
+}
+
+impl PgUrl {
+    /// The same server, user and options, another database.
+    pub fn with_dbname(&self, dbname: &str) -> PgUrl {
+        let url = &self.0;
+        let authority = url.find("://").map_or(0, |i| i + 3);
+        let path = url[authority..]
+            .find('/')
+            .map_or(url.len(), |i| authority + i);
+        let query = url[path..].find('?').map_or(url.len(), |i| path + i);
+        PgUrl(format!("{}/{dbname}{}", &url[..path], &url[query..]))
+    }
+
+    /// The database name.
+    pub fn dbname(&self) -> Option<String> {
+        self.config().ok()?.get_dbname().map(str::to_owned)
+    }
+}
+
+impl fmt::Display for PgUrl {
+    /// The URL with its password replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgUrl({:?})", redact(&self.0))
+    }
+}
+
+/// `scheme://user:***@rest` for `scheme://user:password@rest`; other text unchanged, except that
+/// a `password=` query parameter's value is hidden too.
+fn redact(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let auth_start = scheme_end + 3;
+        let rest = &out[auth_start..];
+        let auth_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..auth_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            out.replace_range(auth_start + colon + 1..auth_start + at, "***");
+        }
+    }
+    if let Some(start) = out.find("password=") {
+        let value = start + "password=".len();
+        let end = out[value..].find('&').map_or(out.len(), |e| value + e);
+        out.replace_range(value..end, "***");
+    }
+    out
 }
 
 impl FromStr for DbUrl {
@@ -18,7 +92,8 @@ impl FromStr for DbUrl {
 
     /// Accepts `sqlite:PATH` and `sqlite://PATH` (scheme case-insensitive), where PATH is
     /// relative or absolute: `sqlite:./data/svoi.db`, `sqlite:/var/lib/svoi/svoi.db`,
-    /// `sqlite://data/svoi.db`, `sqlite:///var/lib/svoi/svoi.db`.
+    /// `sqlite://data/svoi.db`, `sqlite:///var/lib/svoi/svoi.db`; and PostgreSQL URLs,
+    /// `postgres://` or `postgresql://`, which must name a database.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
         if let Some(path) = strip_scheme(text, "sqlite:") {
@@ -33,14 +108,18 @@ impl FromStr for DbUrl {
             }
             return Ok(DbUrl::Sqlite(PathBuf::from(path)));
         }
-        if strip_scheme(text, "postgres:").is_some() || strip_scheme(text, "postgresql:").is_some()
+        if strip_scheme(text, "postgres://").is_some()
+            || strip_scheme(text, "postgresql://").is_some()
         {
-            // The URL may hold a password: do not echo it.
-            return Err(StoreError::Unsupported(
-                "the postgres backend is not available in this build (it arrives with issue 5): \
-                 use sqlite:PATH"
-                    .to_owned(),
-            ));
+            let url = PgUrl(text.to_owned());
+            // The error names the URL without its password.
+            let config = url.config()?;
+            if config.get_dbname().is_none() {
+                return Err(StoreError::BadUrl(format!(
+                    "{url} (name the database: postgres://user@host/DBNAME)"
+                )));
+            }
+            return Ok(DbUrl::Postgres(url));
         }
         Err(StoreError::BadUrl(s.to_owned()))
     }
@@ -57,6 +136,7 @@ impl fmt::Display for DbUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DbUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            DbUrl::Postgres(url) => url.fmt(f),
         }
     }
 }
@@ -68,6 +148,7 @@ mod tests {
     fn sqlite(s: &str) -> PathBuf {
         match s.parse::<DbUrl>() {
             Ok(DbUrl::Sqlite(p)) => p,
+            Ok(other) => panic!("{s:?} gave {other:?}"),
             Err(e) => panic!("{s:?} rejected: {e}"),
         }
     }
@@ -107,17 +188,62 @@ mod tests {
     }
 
     #[test]
-    fn postgres_is_unsupported_without_echoing_the_url() {
+    fn accepts_postgres_urls_and_never_prints_the_password() {
         for text in [
             "postgres://svoi:secret@db/svoi",
-            "postgresql://svoi:secret@db/svoi",
-            "POSTGRES://h/db",
+            "postgresql://svoi:secret@db:5433/svoi?sslmode=disable",
+            "postgres://svoi@127.0.0.1/svoi?password=secret&connect_timeout=3",
+        ] {
+            let url: DbUrl = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            let DbUrl::Postgres(pg) = &url else {
+                panic!("{text} gave {url:?}")
+            };
+            assert_eq!(pg.as_secret_str(), text);
+            for shown in [url.to_string(), format!("{url:?}")] {
+                assert!(!shown.contains("secret"), "{shown}");
+                assert!(shown.contains("***"), "{shown}");
+                assert!(
+                    shown.contains("db") || shown.contains("127.0.0.1"),
+                    "{shown}"
+                );
+            }
+        }
+        assert_eq!(
+            "postgres://a@h/d".parse::<DbUrl>().unwrap().to_string(),
+            "postgres://a@h/d"
+        );
+    }
+
+    #[test]
+    fn with_dbname_swaps_only_the_database() {
+        let url = |s: &str| match s.parse::<DbUrl>() {
+            Ok(DbUrl::Postgres(u)) => u,
+            other => panic!("{s}: {other:?}"),
+        };
+        let u = url("postgres://svoi:pw@db:5433/prod?sslmode=disable");
+        assert_eq!(
+            u.with_dbname("scratch").as_secret_str(),
+            "postgres://svoi:pw@db:5433/scratch?sslmode=disable"
+        );
+        assert_eq!(
+            u.with_dbname("scratch").dbname().as_deref(),
+            Some("scratch")
+        );
+        assert_eq!(
+            url("postgresql://h/x").with_dbname("y").as_secret_str(),
+            "postgresql://h/y"
+        );
+    }
+
+    #[test]
+    fn refuses_postgres_urls_without_a_database_or_unparsable_without_the_password() {
+        for text in [
+            "postgres://svoi:secret@db",
+            "postgres://svoi:secret@db:notaport/x",
         ] {
             match text.parse::<DbUrl>() {
-                Err(e @ StoreError::Unsupported(_)) => {
+                Err(e @ StoreError::BadUrl(_)) => {
                     let msg = e.to_string();
-                    assert!(msg.contains("postgres"), "{msg}");
-                    assert!(msg.contains("issue 5"), "{msg}");
                     assert!(!msg.contains("secret"), "{msg}");
                     assert!(!e.is_retryable());
                 }

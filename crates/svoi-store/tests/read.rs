@@ -1,27 +1,33 @@
-//! Integration tests of the read API the HTTP API uses ([`Reader`]) and of API token storage:
-//! keyset paging (exact coverage, order by (key, id) with ties, half-open ranges, device
-//! filters), device summaries and details, tokens, schema checks, and a reader seeing what a
-//! store on another connection commits. Data goes in through [`Store::commit`] only.
+//! Integration tests of the read API the HTTP API uses ([`Reader`]) and of API token storage,
+//! on both backends (`sqlite::` and `postgres::` tests, see `backends!`): keyset paging (exact
+//! coverage, order by (key, id) with ties, half-open ranges, device filters), device summaries
+//! and details, tokens, schema checks, corrupt values, and a reader seeing what a store on
+//! another connection commits. Then what only one backend has: SQLite's files, and the
+//! PostgreSQL pool against a server that closes, blocks or refuses its connections. Data goes
+//! in through [`Store::commit`]; SQL of the test's own only damages or inspects it.
+
+// The test functions run through `backends!`, not as `#[test]`s, which clippy.toml exempts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::*;
 use svoi_store::{
-    Cursor, DbUrl, DeviceUpdate, FrameRow, FrameStatus, NewToken, PageQuery, Reader, Store,
-    StoreError, StoreOptions, Synchronous, TokenScope, latest_schema_version,
+    Cursor, DbUrl, DeviceUpdate, FrameRow, FrameStatus, NewToken, PageQuery, PgOptions, Reader,
+    Store, StoreError, StoreOptions, Synchronous, TokenScope, latest_schema_version,
 };
-use tempfile::TempDir;
 
 const OTHER: &str = "352093089999999";
 const THIRD: &str = "352093085555555";
 
-/// A reader with two connections on the database in `dir`.
-fn reader(dir: &TempDir) -> Reader {
-    Reader::open(&url(dir), &StoreOptions::default(), 2)
-        .unwrap_or_else(|e| panic!("reader on {}: {e}", url(dir)))
+/// A reader with two connections on `db`.
+fn reader(db: &Db) -> Reader {
+    Reader::open(&db.url(), &StoreOptions::default(), 2)
+        .unwrap_or_else(|e| panic!("reader on {}: {e}", db.url()))
 }
 
 /// A page query over [from, to).
@@ -82,52 +88,50 @@ fn frame_at(seq: u64, imei: &str, received_at_us: i64) -> FrameRow {
 // Records.
 // ---------------------------------------------------------------------------------------------
 
-/// Stores, for `IMEI`, three records per second over `seconds` seconds from `T0`, each second's
-/// records committed in descending record index (so id order and index order disagree on
-/// ties); records of `OTHER` at the same times; and records of `IMEI` without an event time.
+/// Stores, for `IMEI`, three records per second over `seconds` seconds from `T0`, in three
+/// commits, the one of each second's highest record index first (so id order and index order
+/// disagree on ties; the PostgreSQL writer orders the records of one commit by key, so only
+/// separate commits can); records of `OTHER` at the same times; and records of `IMEI` without
+/// an event time.
 fn tied_records(store: &mut Store, seconds: u32) -> Vec<svoi_store::RecordRow> {
     let mut mine = Vec::new();
-    for second in 0..seconds {
-        for j in (0..3).rev() {
-            mine.push(record_at(
-                Some(second * 3 + j),
-                Some(T0 + i64::from(second)),
+    for j in (0..3).rev() {
+        let rows: Vec<_> = (0..seconds)
+            .map(|second| record_at(Some(second * 3 + j), Some(T0 + i64::from(second))))
+            .collect();
+        let mut frames = Vec::new();
+        for (n, chunk) in rows.chunks(5).enumerate() {
+            let n = n as u32 + j * 100;
+            let seq = u64::from(n) * 2;
+            frames.push(frame(
+                seq,
+                IMEI,
+                chunk.iter().cloned().map(archive).collect(),
             ));
+            frames.push(frame(seq + 1, OTHER, archives(n * 2..n * 2 + 2)));
         }
+        let _ = store
+            .commit(&frames)
+            .unwrap_or_else(|e| panic!("commit: {e}"));
+        mine.extend(rows);
     }
-    let mut frames = Vec::new();
-    for (n, chunk) in mine.chunks(5).enumerate() {
-        let seq = n as u64 * 2;
-        frames.push(frame(
-            seq,
-            IMEI,
-            chunk.iter().cloned().map(archive).collect(),
-        ));
-        frames.push(frame(
-            seq + 1,
-            OTHER,
-            archives(n as u32 * 2..n as u32 * 2 + 2),
-        ));
-    }
-    frames.push(frame(
-        999,
-        IMEI,
-        vec![
-            archive(record_at(Some(5000), None)),
-            archive(record_at(None, None)),
-        ],
-    ));
     let _ = store
-        .commit(&frames)
+        .commit(&[frame(
+            999,
+            IMEI,
+            vec![
+                archive(record_at(Some(5000), None)),
+                archive(record_at(None, None)),
+            ],
+        )])
         .unwrap_or_else(|e| panic!("commit: {e}"));
     mine
 }
 
-#[test]
-fn records_page_through_a_range_exactly_once_ordered_by_event_time_then_id() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn records_page_through_a_range_exactly_once_ordered_by_event_time_then_id(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let stored = tied_records(&mut store, 20);
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let (from, to) = (T0 + 3, T0 + 17);
     let expected: BTreeSet<u32> = stored
         .iter()
@@ -189,11 +193,10 @@ fn records_page_through_a_range_exactly_once_ordered_by_event_time_then_id() {
     }
 }
 
-#[test]
-fn record_ranges_are_half_open_and_edge_cases_are_empty() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn record_ranges_are_half_open_and_edge_cases_are_empty(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let _ = store.commit(&[frame(1, IMEI, archives(0..5))]).unwrap();
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let times = |q: &PageQuery| -> Vec<i64> {
         reader
             .records(IMEI, q)
@@ -245,16 +248,15 @@ fn record_ranges_are_half_open_and_edge_cases_are_empty() {
     assert_eq!(times(&q), [T0 + 2, T0 + 3, T0 + 4]);
 }
 
-#[test]
-fn records_of_one_device_never_include_another_and_alarm_records_say_so() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn records_of_one_device_never_include_another_and_alarm_records_say_so(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let _ = store
         .commit(&[
             frame(1, IMEI, vec![archive(record(0)), alarm(7, record(1))]),
             frame(2, OTHER, archives(0..4)),
         ])
         .unwrap();
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let mine = reader.records(IMEI, &range(T0, T0 + 100, 100)).unwrap();
     let sources: Vec<&str> = mine.iter().map(|r| r.source.as_str()).collect();
     assert_eq!(sources, ["archive", "alarm"]);
@@ -267,15 +269,14 @@ fn records_of_one_device_never_include_another_and_alarm_records_say_so() {
     );
 }
 
-#[test]
-fn an_unknown_imei_gives_empty_pages_and_no_device() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn an_unknown_imei_gives_empty_pages_and_no_device(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut bad = frame(2, IMEI, Vec::new());
     bad.status = FrameStatus::Error;
     let _ = store
         .commit(&[frame(1, IMEI, vec![alarm(1, record(0))]), bad])
         .unwrap();
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let all = range(i64::MIN, i64::MAX, 100);
     assert!(reader.device("000000000000000").unwrap().is_none());
     assert!(!reader.device_exists("000000000000000").unwrap());
@@ -305,9 +306,8 @@ fn an_unknown_imei_gives_empty_pages_and_no_device() {
 // Alarm events.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn events_page_by_event_time_then_id_and_skip_events_without_time() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn events_page_by_event_time_then_id_and_skip_events_without_time(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     // Two events per second, the later-stored one with the lower event index.
     let mut records = Vec::new();
     for second in 0..6u32 {
@@ -326,7 +326,7 @@ fn events_page_by_event_time_then_id_and_skip_events_without_time() {
             frame(2, OTHER, vec![alarm(1, record(0))]),
         ])
         .unwrap();
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let (events, pages) = all_pages(
         5,
         |after| {
@@ -416,11 +416,10 @@ fn mixed_frames(store: &mut Store) -> i64 {
     base
 }
 
-#[test]
-fn raw_frames_page_by_receive_time_then_id_with_an_optional_device_filter() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn raw_frames_page_by_receive_time_then_id_with_an_optional_device_filter(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let base = mixed_frames(&mut store);
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let (from, to) = (base, base + 80);
     let cursor = |f: &svoi_store::RawFrameInfo| Cursor {
         key: f.received_at_us,
@@ -500,11 +499,10 @@ fn raw_frames_page_by_receive_time_then_id_with_an_optional_device_filter() {
     );
 }
 
-#[test]
-fn decode_errors_page_by_receive_time_then_id_with_frame_kind_and_device() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn decode_errors_page_by_receive_time_then_id_with_frame_kind_and_device(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let base = mixed_frames(&mut store);
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let frames = reader
         .raw_frames(None, &range(base, base + 80, 100))
         .unwrap();
@@ -572,9 +570,8 @@ fn decode_errors_page_by_receive_time_then_id_with_frame_kind_and_device() {
 // Devices.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn devices_page_by_imei_with_the_newest_valid_fix_as_last_position() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn devices_page_by_imei_with_the_newest_valid_fix_as_last_position(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let newest_valid = record_at(Some(10), Some(T0 + 10));
     let mut invalid = record_at(Some(12), Some(T0 + 12));
     invalid.valid = Some(false);
@@ -605,7 +602,7 @@ fn devices_page_by_imei_with_the_newest_valid_fix_as_last_position() {
     hello.kind = Arc::from("*>S");
     let _ = store.commit(&[hello]).unwrap();
 
-    let reader = reader(&dir);
+    let reader = reader(&db);
     // IMEI < THIRD < OTHER.
     let first = reader.devices(None, 2).unwrap();
     let second = reader.devices(Some(&first[1].imei), 2).unwrap();
@@ -634,9 +631,8 @@ fn devices_page_by_imei_with_the_newest_valid_fix_as_last_position() {
     assert_eq!(&reader.device(IMEI).unwrap().unwrap().summary, mine);
 }
 
-#[test]
-fn device_detail_has_the_negotiated_layout_parsed_fields_and_record_count() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn device_detail_has_the_negotiated_layout_parsed_fields_and_record_count(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut handshake = frame(1, IMEI, Vec::new());
     handshake.kind = Arc::from("*>S");
     handshake.device = Some(DeviceUpdate {
@@ -665,7 +661,7 @@ fn device_detail_has_the_negotiated_layout_parsed_fields_and_record_count() {
     });
     let _ = store.commit(&[bare]).unwrap();
 
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let detail = reader.device(IMEI).unwrap().unwrap();
     let l = layout();
     assert_eq!(detail.summary.imei, IMEI);
@@ -698,16 +694,29 @@ fn device_detail_has_the_negotiated_layout_parsed_fields_and_record_count() {
     );
 }
 
-#[test]
-fn a_device_with_an_unreadable_field_list_is_reported_as_corrupt() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn a_device_with_an_unreadable_field_list_is_reported_as_corrupt(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let _ = store.commit(&[frame(1, IMEI, Vec::new())]).unwrap();
-    raw(&dir)
-        .execute("UPDATE devices SET fields = '[1,x]'", [])
-        .unwrap();
-    match reader(&dir).device(IMEI) {
+    db.exec("UPDATE devices SET fields = '[1,x]'");
+    match reader(&db).device(IMEI) {
         Err(e @ StoreError::Corrupt(_)) => {
             assert!(e.to_string().contains("[1,x]"), "{e}");
+            assert!(!e.is_retryable());
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+fn a_frame_with_a_negative_connection_id_is_reported_as_corrupt(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    let _ = store.commit(&[frame(1, IMEI, Vec::new())]).unwrap();
+    let reader = reader(&db);
+    let all = range(i64::MIN, i64::MAX, 10);
+    assert_eq!(reader.raw_frames(None, &all).unwrap()[0].conn_id, 7);
+    db.exec("UPDATE raw_frames SET conn_id = -1");
+    match reader.raw_frames(Some(IMEI), &all) {
+        Err(e @ StoreError::Corrupt(_)) => {
+            assert!(e.to_string().ends_with("has conn_id -1"), "{e}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
@@ -726,9 +735,8 @@ fn new_token(id: &str, name: &str, scope: TokenScope) -> NewToken {
     }
 }
 
-#[test]
-fn tokens_are_created_listed_revoked_and_recreated() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn tokens_are_created_listed_revoked_and_recreated(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     assert_eq!(store.tokens().unwrap(), []);
     store
         .create_token(&new_token("a1", "ops", TokenScope::Admin))
@@ -747,7 +755,7 @@ fn tokens_are_created_listed_revoked_and_recreated() {
     assert_eq!(listed[0].revoked_at_us, None);
     assert!(listed[0].created_at_us > T0 * 1_000_000, "{listed:?}");
 
-    let reader = reader(&dir);
+    let reader = reader(&db);
     assert_eq!(reader.token("b2").unwrap().as_ref(), Some(&listed[1]));
     assert_eq!(reader.token("zz").unwrap(), None);
 
@@ -796,9 +804,8 @@ fn tokens_are_created_listed_revoked_and_recreated() {
     );
 }
 
-#[test]
-fn token_ids_are_never_reused_and_empty_names_are_refused() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn token_ids_are_never_reused_and_empty_names_are_refused(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     store
         .create_token(&new_token("a1", "ops", TokenScope::Admin))
         .unwrap();
@@ -833,7 +840,7 @@ fn token_ids_are_never_reused_and_empty_names_are_refused() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn reader_refuses_a_missing_file_without_creating_it() {
+fn sqlite_reader_refuses_a_missing_file_without_creating_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("svoi.db");
     match Reader::open(&DbUrl::Sqlite(path.clone()), &StoreOptions::default(), 1) {
@@ -848,22 +855,20 @@ fn reader_refuses_a_missing_file_without_creating_it() {
     assert!(!path.exists());
 }
 
-#[test]
-fn reader_refuses_zero_connections() {
-    let (dir, _store) = temp_store(Synchronous::Off);
+fn reader_refuses_zero_connections(db: Db) {
+    let _store = db.open(Synchronous::Off);
     assert!(matches!(
-        Reader::open(&url(&dir), &StoreOptions::default(), 0),
+        Reader::open(&db.url(), &StoreOptions::default(), 0),
         Err(StoreError::Invalid(_))
     ));
 }
 
-#[test]
-fn reader_refuses_an_unmigrated_database() {
-    let dir = tempfile::tempdir().unwrap();
-    raw(&dir)
-        .execute_batch("CREATE TABLE unrelated (x INTEGER)")
-        .unwrap();
-    match Reader::open(&url(&dir), &StoreOptions::default(), 1) {
+fn reader_refuses_an_unmigrated_database(db: Db) {
+    // PostgreSQL: the fresh database as created; SQLite needs a table for a file to exist.
+    if !db.is_postgres() {
+        db.exec("CREATE TABLE unrelated (x INTEGER)");
+    }
+    match Reader::open(&db.url(), &StoreOptions::default(), 1) {
         Err(e @ StoreError::SchemaMismatch { found: 0, .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("schema version 0 is older"), "{msg}");
@@ -873,36 +878,37 @@ fn reader_refuses_an_unmigrated_database() {
     }
 }
 
-#[test]
-fn reader_refuses_an_older_schema_and_a_newer_one() {
-    let (dir, store) = temp_store(Synchronous::Off);
-    drop(store);
+fn reader_refuses_an_older_schema_and_a_newer_one(db: Db) {
+    drop(db.open(Synchronous::Off));
     let known = latest_schema_version();
-    raw(&dir)
-        .execute("DELETE FROM schema_migrations WHERE version = ?1", [known])
-        .unwrap();
-    match Reader::open(&url(&dir), &StoreOptions::default(), 2) {
+    db.exec(&format!(
+        "DELETE FROM schema_migrations WHERE version = {known}"
+    ));
+    match Reader::open(&db.url(), &StoreOptions::default(), 2) {
         Err(StoreError::SchemaMismatch { found, known: k }) => {
             assert_eq!((found, k), (known - 1, known));
         }
         other => panic!("expected SchemaMismatch, got {other:?}"),
     }
-    raw(&dir)
-        .execute(
-            "INSERT INTO schema_migrations VALUES (?1, 'x'), (?2, 'later')",
-            [known, known + 1],
-        )
-        .unwrap();
-    match Reader::open(&url(&dir), &StoreOptions::default(), 2) {
+    db.exec(&format!(
+        "INSERT INTO schema_migrations (version, applied_at)
+         VALUES ({known}, '2024-01-01T00:00:00Z'), ({}, '2024-01-02T00:00:00Z')",
+        known + 1
+    ));
+    match Reader::open(&db.url(), &StoreOptions::default(), 2) {
         Err(StoreError::SchemaTooNew { found, .. }) => assert_eq!(found, known + 1),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
+    db.exec(&format!(
+        "DELETE FROM schema_migrations WHERE version = {}",
+        known + 1
+    ));
+    assert!(Reader::open(&db.url(), &StoreOptions::default(), 2).is_ok());
 }
 
-#[test]
-fn reader_sees_what_a_store_commits_on_another_connection() {
-    let (dir, mut store) = temp_store(Synchronous::Full);
-    let reader = reader(&dir);
+fn reader_sees_what_a_store_commits_on_another_connection(db: Db) {
+    let mut store = db.open(Synchronous::Full);
+    let reader = reader(&db);
     let all = range(i64::MIN, i64::MAX, 1000);
     assert!(reader.records(IMEI, &all).unwrap().is_empty());
     assert!(reader.devices(None, 10).unwrap().is_empty());
@@ -915,10 +921,6 @@ fn reader_sees_what_a_store_commits_on_another_connection() {
         assert_eq!(reader.records(IMEI, &all).unwrap().len(), 5);
         assert_eq!(reader.device(IMEI).unwrap().unwrap().records, 5);
     }
-    store
-        .create_token(&new_token("t1", "ops", TokenScope::Read))
-        .unwrap();
-    assert!(reader.token("t1").unwrap().is_some());
     // Clones share the pool and read from several threads at once.
     let threads: Vec<_> = (0..6)
         .map(|_| {
@@ -940,26 +942,33 @@ fn reader_sees_what_a_store_commits_on_another_connection() {
     for t in threads {
         t.join().unwrap();
     }
+    store
+        .create_token(&new_token("t1", "ops", TokenScope::Read))
+        .unwrap();
+    assert!(reader.token("t1").unwrap().is_some());
 }
 
-#[test]
-fn reader_opens_a_closed_database_and_follows_a_store_opened_later() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn reader_opens_a_closed_database_and_follows_a_store_opened_later(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let _ = store.commit(&[frame(1, IMEI, archives(0..2))]).unwrap();
-    // The last connection to close checkpoints and removes the WAL.
+    // SQLite: the last connection to close checkpoints and removes the WAL.
     drop(store);
-    let reader = reader(&dir);
+    let reader = reader(&db);
     let all = range(i64::MIN, i64::MAX, 1000);
     assert_eq!(reader.records(IMEI, &all).unwrap().len(), 2);
-    let mut store = open(&dir, Synchronous::Off);
+    let mut store = db.open(Synchronous::Off);
     let _ = store.commit(&[frame(2, IMEI, archives(2..4))]).unwrap();
     assert_eq!(reader.records(IMEI, &all).unwrap().len(), 4);
 }
 
 #[test]
-fn ping_and_database_size_report_on_the_files() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
-    let reader = reader(&dir);
+fn sqlite_ping_and_database_size_report_on_the_files() {
+    let db = Db::sqlite();
+    let Db::Sqlite(dir) = &db else {
+        unreachable!("an sqlite db")
+    };
+    let mut store = db.open(Synchronous::Off);
+    let reader = reader(&db);
     reader.ping().unwrap();
     let _ = store.commit(&[frame(1, IMEI, archives(0..50))]).unwrap();
     let size = reader.database_size().unwrap();
@@ -976,4 +985,274 @@ fn ping_and_database_size_report_on_the_files() {
             .unwrap()
             .len()
     );
+}
+
+backends!(
+    records_page_through_a_range_exactly_once_ordered_by_event_time_then_id,
+    record_ranges_are_half_open_and_edge_cases_are_empty,
+    records_of_one_device_never_include_another_and_alarm_records_say_so,
+    an_unknown_imei_gives_empty_pages_and_no_device,
+    events_page_by_event_time_then_id_and_skip_events_without_time,
+    raw_frames_page_by_receive_time_then_id_with_an_optional_device_filter,
+    decode_errors_page_by_receive_time_then_id_with_frame_kind_and_device,
+    devices_page_by_imei_with_the_newest_valid_fix_as_last_position,
+    device_detail_has_the_negotiated_layout_parsed_fields_and_record_count,
+    a_device_with_an_unreadable_field_list_is_reported_as_corrupt,
+    a_frame_with_a_negative_connection_id_is_reported_as_corrupt,
+    tokens_are_created_listed_revoked_and_recreated,
+    token_ids_are_never_reused_and_empty_names_are_refused,
+    reader_refuses_zero_connections,
+    reader_refuses_an_unmigrated_database,
+    reader_refuses_an_older_schema_and_a_newer_one,
+    reader_sees_what_a_store_commits_on_another_connection,
+    reader_opens_a_closed_database_and_follows_a_store_opened_later,
+);
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL only: the pool against a server that closes, blocks or refuses connections.
+// ---------------------------------------------------------------------------------------------
+
+/// The test database of a PostgreSQL fixture.
+fn test_db(db: &Db) -> &svoi_testpg::TestDb {
+    match db {
+        Db::Postgres(pg) => pg,
+        Db::Sqlite(_) => unreachable!("a postgres fixture"),
+    }
+}
+
+/// Options with a short wait for a pooled connection and a short connect timeout.
+fn quick(busy_timeout: Duration) -> StoreOptions {
+    StoreOptions {
+        busy_timeout,
+        postgres: PgOptions {
+            connect_timeout: Duration::from_secs(2),
+            ..PgOptions::default()
+        },
+        ..StoreOptions::default()
+    }
+}
+
+/// Polls `check` until it holds; panics naming `what` after ten seconds.
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Terminates every other connection to the test database; returns how many.
+fn kill_connections(db: &Db) -> usize {
+    db.rows(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .len()
+}
+
+#[test]
+fn postgres_reader_reconnects_after_the_server_closed_its_connections() {
+    let db = Db::postgres();
+    let mut store = db.open(Synchronous::Off);
+    let _ = store.commit(&[frame(1, IMEI, archives(0..3))]).unwrap();
+    drop(store);
+    let reader = Reader::open(&db.url(), &quick(Duration::from_secs(5)), 2).unwrap();
+    let all = range(i64::MIN, i64::MAX, 100);
+    // Each round kills the connections at once, before the client may have noticed: the
+    // first read after it may fail (retryable) or reconnect at once; the next one succeeds.
+    for round in 0..20 {
+        assert_eq!(
+            reader.records(IMEI, &all).unwrap().len(),
+            3,
+            "round {round}"
+        );
+        assert!(
+            kill_connections(&db) >= 1,
+            "round {round}: no reader connection"
+        );
+        match reader.records(IMEI, &all) {
+            Ok(rows) => assert_eq!(rows.len(), 3, "round {round}"),
+            Err(e) => assert!(e.is_retryable(), "round {round}: {e:?}"),
+        }
+        assert_eq!(
+            reader.records(IMEI, &all).unwrap().len(),
+            3,
+            "round {round}"
+        );
+    }
+    // The same after the client saw the connection close: no failure at all.
+    assert!(kill_connections(&db) >= 1);
+    wait_until("the connection to close", || {
+        db.scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'svoi'",
+        ) == "0"
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    reader.ping().unwrap();
+    assert_eq!(reader.devices(None, 10).unwrap().len(), 1);
+    assert_eq!(reader.device(IMEI).unwrap().unwrap().records, 3);
+}
+
+#[test]
+fn postgres_a_failed_reconnect_is_retryable_and_the_next_call_tries_again() {
+    let db = Db::postgres();
+    drop(db.open(Synchronous::Off));
+    let name = test_db(&db).name().to_owned();
+    let reader = Reader::open(&db.url(), &quick(Duration::from_secs(5)), 1).unwrap();
+    reader.ping().unwrap();
+    // Refuse new connections to the database, then close the reader's.
+    let admin = svoi_testpg::shared();
+    let _ = admin.psql(
+        "postgres",
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"),
+    );
+    let killed = admin.psql(
+        "postgres",
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = '{name}'"
+        ),
+    );
+    assert_eq!(killed, "1");
+    let mut last = None;
+    for _ in 0..3 {
+        match reader.ping() {
+            Ok(()) => panic!("a read succeeded while the database refuses connections"),
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                last = Some(e);
+            }
+        }
+    }
+    // The last attempts were reconnects, each refused: the slot stays empty, nothing waits.
+    let last = last.unwrap().to_string();
+    assert!(
+        last.contains("not currently accepting connections"),
+        "{last}"
+    );
+    let _ = admin.psql(
+        "postgres",
+        &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+    );
+    reader.ping().unwrap();
+    assert!(reader.devices(None, 10).unwrap().is_empty());
+}
+
+#[test]
+fn postgres_readers_busy_when_every_connection_is_leased() {
+    let db = Db::postgres();
+    let mut store = db.open(Synchronous::Off);
+    let _ = store.commit(&[frame(1, IMEI, archives(0..2))]).unwrap();
+    drop(store);
+    let wait = Duration::from_millis(300);
+    let reader = Reader::open(&db.url(), &quick(wait), 2).unwrap();
+    let pg = test_db(&db);
+    let locked = "SELECT count(*) FROM pg_locks
+                  WHERE relation = 'devices'::regclass AND mode = 'AccessExclusiveLock'
+                    AND granted";
+    std::thread::scope(|s| {
+        // A transaction of the test's own locks `devices` until it is terminated below.
+        let locker = s.spawn(|| {
+            pg.try_psql(
+                "BEGIN; LOCK TABLE devices IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT",
+            )
+        });
+        wait_until("the lock", || db.scalar(locked) == "1");
+        // Two reads wait for the lock, each holding one of the two connections.
+        let readers: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| reader.device_exists(IMEI)))
+            .collect();
+        wait_until("both reads to wait for the lock", || {
+            db.scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ) == "2"
+        });
+        let started = Instant::now();
+        match reader.ping() {
+            Err(e @ StoreError::ReadersBusy { waited }) => {
+                assert_eq!(waited, wait);
+                assert!(e.is_retryable());
+                assert!(started.elapsed() >= wait, "{:?}", started.elapsed());
+            }
+            other => panic!("expected ReadersBusy, got {other:?}"),
+        }
+        let _ = db.rows(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE relation = 'devices'::regclass AND mode = 'AccessExclusiveLock' AND granted",
+        );
+        for r in readers {
+            assert!(r.join().unwrap().unwrap());
+        }
+        assert!(locker.join().unwrap().is_err(), "the locker was terminated");
+    });
+    reader.ping().unwrap();
+}
+
+#[test]
+fn postgres_reader_on_an_unreachable_server_is_a_retryable_error() {
+    // Port 1 on the loopback: nothing listens, the connection is refused.
+    let url: DbUrl = "postgres://postgres@127.0.0.1:1/svoi".parse().unwrap();
+    let err = Reader::open(&url, &quick(Duration::from_secs(1)), 2).unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(matches!(err, StoreError::Postgres(_)), "{err:?}");
+}
+
+#[test]
+fn postgres_database_size_is_the_database_size_without_a_log() {
+    let db = Db::postgres();
+    let mut store = db.open(Synchronous::Off);
+    let _ = store.commit(&[frame(1, IMEI, archives(0..50))]).unwrap();
+    let reader = reader(&db);
+    let sql = "SELECT pg_database_size(current_database())";
+    let before: u64 = db.scalar(sql).parse().unwrap();
+    let size = reader.database_size().unwrap();
+    let after: u64 = db.scalar(sql).parse().unwrap();
+    assert!(size.file_bytes > 0, "{size:?}");
+    assert!(
+        (before.min(after)..=before.max(after)).contains(&size.file_bytes),
+        "{size:?} vs {before}..{after}"
+    );
+    assert_eq!(size.wal_bytes, 0);
+}
+
+#[test]
+fn postgres_values_out_of_their_rust_range_are_reported_as_corrupt() {
+    let db = Db::postgres();
+    let mut store = db.open(Synchronous::Off);
+    let _ = store
+        .commit(&[frame(1, IMEI, vec![alarm(3, record(0))])])
+        .unwrap();
+    let reader = reader(&db);
+    let all = range(i64::MIN, i64::MAX, 10);
+    let id = reader.records(IMEI, &all).unwrap()[0].id;
+    db.exec("UPDATE records SET satellites = 300");
+    match reader.records(IMEI, &all) {
+        Err(e @ StoreError::Corrupt(_)) => {
+            assert_eq!(
+                e.to_string(),
+                format!("unexpected stored data: record {id} has satellites 300")
+            );
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    db.exec("UPDATE alarm_events SET event_index = -1");
+    match reader.events(IMEI, &all) {
+        Err(e @ StoreError::Corrupt(_)) => {
+            assert!(e.to_string().ends_with("has event_index -1"), "{e}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    db.exec("UPDATE devices SET device_id = 4294967296");
+    match reader.devices(None, 10) {
+        Err(e @ StoreError::Corrupt(_)) => {
+            assert!(
+                e.to_string()
+                    .ends_with(&format!("device {IMEI} has device_id 4294967296")),
+                "{e}"
+            );
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
 }

@@ -1,6 +1,13 @@
 //! Integration tests of the store through its public API: opening and migrations, batch
 //! commits and their receipts, deduplication, where each record kind goes, all-or-nothing
-//! failure, durability, the `v_records` view, read queries and reprocessing.
+//! failure, durability, the `v_records` view, read queries, reprocessing and tokens.
+//!
+//! Every test that is not about SQLite itself runs on both backends (`sqlite::name` and
+//! `postgres::name`, see [`backends!`]); the SQLite-only ones (files, directories, locks) are
+//! plain tests, and the PostgreSQL-only ones live in `tests/postgres.rs`.
+
+// The test bodies are plain functions run by `backends!` or threads, outside `#[test]`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -9,65 +16,93 @@ use std::time::Duration;
 
 use common::*;
 use svoi_store::{
-    DbUrl, DeviceUpdate, FrameFilter, FrameStatus, RecordKey, ReprocessStats, Store, StoreError,
-    StoreOptions, Synchronous, TableCounts, latest_schema_version,
+    DbUrl, DeviceUpdate, FrameFilter, FrameStatus, NewToken, RecordKey, ReprocessStats, Store,
+    StoreError, StoreOptions, Synchronous, TableCounts, TokenScope, latest_schema_version,
 };
+
+backends!(
+    open_applies_migrations_and_reopening_is_a_no_op,
+    open_refuses_a_newer_schema,
+    commit_stores_frames_and_records_and_the_receipt_covers_exactly_the_seqs,
+    commit_archives_the_frame_as_received,
+    resending_the_same_records_counts_duplicates_and_adds_no_rows,
+    duplicates_within_one_batch_are_counted,
+    the_same_key_on_another_device_is_not_a_duplicate,
+    records_without_index_or_time_cannot_be_deduplicated_and_are_stored_each_time,
+    a_record_without_a_fix_is_stored,
+    an_alarm_goes_to_records_and_alarm_events,
+    a_current_state_goes_to_current_states_only_and_is_never_deduplicated,
+    ext_records_are_deduplicated_by_key,
+    error_and_garbage_frames_get_decode_error_rows,
+    a_batch_with_an_invalid_frame_stores_nothing_and_returns_no_receipt,
+    a_failure_in_the_middle_of_a_batch_rolls_everything_back,
+    device_facts_are_stored,
+    committed_data_survives_dropping_the_store,
+    insert_records_direct_inserts_into_the_deduplicated_table,
+    v_records_has_the_documented_columns_and_rfc3339_times,
+    record_keys_are_ordered_unknown_values_first_and_filtered_by_imei,
+    frames_for_reprocess_filters_by_window_and_imei_and_pages_by_id,
+    reprocess_diffs_records_by_key_and_is_idempotent,
+    reprocess_matches_records_with_unknown_keys,
+    reprocess_moves_a_record_to_another_month,
+    reprocess_updates_changed_ext_records_in_place,
+    reprocess_turns_an_error_frame_into_records_and_back,
+    reprocess_replaces_alarm_events_and_current_states,
+    reprocess_of_an_unknown_frame_or_foreign_imei_changes_nothing,
+    tokens_are_created_listed_revoked_and_names_reused,
+);
 
 // ---------------------------------------------------------------------------------------------
 // Opening and migrations.
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn open_creates_the_directory_and_applies_migrations_and_reopening_is_a_no_op() {
+fn open_creates_the_sqlite_directory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/data/svoi.db");
     let url: DbUrl = format!("sqlite:{}", path.display()).parse().unwrap();
-    let store = Store::open(&url, &StoreOptions::default()).unwrap();
+    let mut store = Store::open(&url, &StoreOptions::default()).unwrap();
     assert!(path.exists());
-    assert_eq!(store.path(), path);
+    assert_eq!(store.path(), Some(path.as_path()));
+    assert_eq!(store.url(), url);
     assert_eq!(store.schema_version().unwrap(), latest_schema_version());
-    assert_eq!(store.counts().unwrap(), TableCounts::default());
-    drop(store);
-
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let applied: Vec<(u32, String)> = conn
-        .prepare("SELECT version, applied_at FROM schema_migrations ORDER BY version")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(applied.len(), latest_schema_version() as usize);
-    assert_eq!(applied[0].0, 1);
-    assert_eq!(
-        applied[0].1.len(),
-        "2024-01-01T00:00:00Z".len(),
-        "{applied:?}"
-    );
-
-    let store = Store::open(&url, &StoreOptions::default()).unwrap();
-    assert_eq!(store.schema_version().unwrap(), latest_schema_version());
-    let again: Vec<(u32, String)> = conn
-        .prepare("SELECT version, applied_at FROM schema_migrations ORDER BY version")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(again, applied);
 }
 
-#[test]
-fn open_refuses_a_newer_schema() {
-    let (dir, store) = temp_store(Synchronous::Off);
+const MIGRATIONS: &str =
+    "SELECT version, CAST(applied_at AS text) FROM schema_migrations ORDER BY version";
+
+fn open_applies_migrations_and_reopening_is_a_no_op(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    assert_eq!(store.schema_version().unwrap(), latest_schema_version());
+    assert_eq!(store.counts().unwrap(), TableCounts::default());
+    if db.is_postgres() {
+        assert_eq!(store.path(), None);
+    }
     drop(store);
-    raw(&dir)
-        .execute(
-            "INSERT INTO schema_migrations VALUES (?1, '2999-01-01T00:00:00Z')",
-            [latest_schema_version() + 1],
-        )
-        .unwrap();
-    match Store::open(&url(&dir), &StoreOptions::default()) {
+
+    let applied = db.rows(MIGRATIONS);
+    assert_eq!(
+        applied.len(),
+        latest_schema_version() as usize,
+        "{applied:?}"
+    );
+    for (row, version) in applied.iter().zip(1..) {
+        assert!(row.starts_with(&format!("{version}|20")), "{applied:?}");
+    }
+
+    let mut store = db.open(Synchronous::Off);
+    assert_eq!(store.schema_version().unwrap(), latest_schema_version());
+    assert_eq!(db.rows(MIGRATIONS), applied);
+}
+
+fn open_refuses_a_newer_schema(db: Db) {
+    drop(db.open(Synchronous::Off));
+    db.exec(&format!(
+        "INSERT INTO schema_migrations (version, applied_at)
+         VALUES ({}, '2999-01-01T00:00:00Z')",
+        latest_schema_version() + 1
+    ));
+    match Store::open(&db.url(), &StoreOptions::default()) {
         Err(e @ StoreError::SchemaTooNew { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("newer than this build"), "{msg}");
@@ -106,9 +141,8 @@ fn open_rejects_a_file_that_is_not_a_database() {
 // Commit.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn commit_stores_frames_and_records_and_the_receipt_covers_exactly_the_seqs() {
-    let (_dir, mut store) = temp_store(Synchronous::Full);
+fn commit_stores_frames_and_records_and_the_receipt_covers_exactly_the_seqs(db: Db) {
+    let mut store = db.open(Synchronous::Full);
     let frames = vec![
         frame(12, IMEI, archives(0..3)),
         frame(10, IMEI, archives(3..5)),
@@ -138,6 +172,7 @@ fn commit_stores_frames_and_records_and_the_receipt_covers_exactly_the_seqs() {
             ..TableCounts::default()
         }
     );
+    assert_eq!(db.count("records"), 7);
 
     let second = store.commit(&[frame(13, IMEI, archives(5..6))]).unwrap();
     assert_eq!(second.batch(), 2);
@@ -145,54 +180,33 @@ fn commit_stores_frames_and_records_and_the_receipt_covers_exactly_the_seqs() {
     assert!(!second.covers(10));
 }
 
-#[test]
-fn commit_archives_the_frame_as_received() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn commit_archives_the_frame_as_received(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut f = frame(1, IMEI, archives(0..1));
     f.bytes = vec![0, 1, 2, 0xff, 0x7e];
     f.conn_id = 42;
     let _ = store.commit(std::slice::from_ref(&f)).unwrap();
-    let (conn_id, at, kind, status, bytes, layout): (i64, i64, String, String, Vec<u8>, i64) =
-        raw(&dir)
-            .query_row(
-                "SELECT conn_id, received_at_us, kind, status, bytes, layout FROM raw_frames",
-                [],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                },
-            )
-            .unwrap();
-    assert_eq!(conn_id, 42);
-    assert_eq!(at, f.received_at_us);
-    assert_eq!(kind, "~A");
-    assert_eq!(status, "ok");
-    assert_eq!(bytes, f.bytes);
-    let mask: Vec<u8> = raw(&dir)
-        .query_row("SELECT mask FROM layouts WHERE id = ?1", [layout], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    assert_eq!(mask, layout_mask());
+    let rows = db.rows(&format!(
+        "SELECT f.conn_id, f.received_at_us, f.kind, f.status, {}, l.protocol_version,
+                l.struct_version, l.data_size, {}
+         FROM raw_frames f JOIN layouts l ON l.id = f.layout",
+        db.hex("f.bytes"),
+        db.hex("l.mask")
+    ));
+    assert_eq!(
+        rows,
+        [format!(
+            "42|{}|~A|ok|000102ff7e|20|20|122|fff00f0081",
+            f.received_at_us
+        )]
+    );
 }
 
-fn layout_mask() -> Vec<u8> {
-    common::layout().mask.clone()
-}
-
-#[test]
-fn resending_the_same_records_counts_duplicates_and_adds_no_rows() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn resending_the_same_records_counts_duplicates_and_adds_no_rows(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let first = store.commit(&[frame(1, IMEI, archives(0..5))]).unwrap();
     assert_eq!((first.stats().records, first.stats().duplicates), (5, 0));
-    let views = count(&raw(&dir), "v_records");
-    assert_eq!(views, 5);
+    assert_eq!(db.count("v_records"), 5);
 
     let resend = store.commit(&[frame(2, IMEI, archives(0..6))]).unwrap();
     assert_eq!(resend.stats().records, 1);
@@ -204,25 +218,17 @@ fn resending_the_same_records_counts_duplicates_and_adds_no_rows() {
     let counts = store.counts().unwrap();
     assert_eq!(counts.records, 6);
     assert_eq!(counts.raw_frames, 3, "every received frame is archived");
-    assert_eq!(count(&raw(&dir), "v_records"), 6);
+    assert_eq!(db.count("v_records"), 6);
 
     // The stored copy is the first one: it points at the frame that first carried it.
-    let frame_of_0: i64 = raw(&dir)
-        .query_row(
-            "SELECT frame FROM records WHERE record_index = 0",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let first_frame: i64 = raw(&dir)
-        .query_row("SELECT min(id) FROM raw_frames", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(frame_of_0, first_frame);
+    assert_eq!(
+        db.scalar("SELECT frame FROM records WHERE record_index = 0"),
+        db.scalar("SELECT min(id) FROM raw_frames")
+    );
 }
 
-#[test]
-fn duplicates_within_one_batch_are_counted() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn duplicates_within_one_batch_are_counted(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let receipt = store
         .commit(&[
             frame(1, IMEI, archives(0..3)),
@@ -231,11 +237,11 @@ fn duplicates_within_one_batch_are_counted() {
         .unwrap();
     assert_eq!(receipt.stats().records, 4);
     assert_eq!(receipt.stats().duplicates, 1);
+    assert_eq!(db.count("records"), 4);
 }
 
-#[test]
-fn the_same_key_on_another_device_is_not_a_duplicate() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn the_same_key_on_another_device_is_not_a_duplicate(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let receipt = store
         .commit(&[
             frame(1, IMEI, archives(0..3)),
@@ -246,9 +252,8 @@ fn the_same_key_on_another_device_is_not_a_duplicate() {
     assert_eq!(store.counts().unwrap().records, 6);
 }
 
-#[test]
-fn records_without_index_or_time_cannot_be_deduplicated_and_are_stored_each_time() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn records_without_index_or_time_cannot_be_deduplicated_and_are_stored_each_time(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let rows = || {
         vec![
             archive(record_at(None, Some(T0))),
@@ -262,45 +267,45 @@ fn records_without_index_or_time_cannot_be_deduplicated_and_are_stored_each_time
     assert_eq!(store.counts().unwrap().records, 4);
 }
 
-#[test]
-fn a_record_without_a_fix_is_stored() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn a_record_without_a_fix_is_stored(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut row = record(1);
     row.valid = Some(false);
     row.latitude = None;
     row.longitude = Some(f64::NAN);
     row.fix_time = None;
-    let receipt = store.commit(&[frame(1, IMEI, vec![archive(row)])]).unwrap();
+    let f = frame(1, IMEI, vec![archive(row)]);
+    let receipt = store.commit(std::slice::from_ref(&f)).unwrap();
     assert_eq!(receipt.stats().records, 1);
-    let (valid, lat, lon): (i64, Option<f64>, Option<f64>) = raw(&dir)
-        .query_row("SELECT valid, latitude, longitude FROM records", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
-    assert_eq!((valid, lat, lon), (0, None, None));
+    // A NaN is stored as no value, as SQLite stores it.
+    assert_eq!(
+        db.rows(
+            "SELECT CASE WHEN valid THEN 'yes' ELSE 'no' END,
+                    coalesce(CAST(latitude AS text), 'none'),
+                    coalesce(CAST(longitude AS text), 'none'),
+                    coalesce(CAST(fix_time AS text), 'none')
+             FROM records"
+        ),
+        ["no|none|none|none"]
+    );
+    // Reprocessing the same decode finds it unchanged.
+    let id = frame_ids(&mut store)[0];
+    let stats = store.reprocess(&[(id, f)]).unwrap();
+    assert_eq!((stats.records_unchanged, stats.records_changed), (1, 0));
 }
 
-#[test]
-fn an_alarm_goes_to_records_and_alarm_events() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn an_alarm_goes_to_records_and_alarm_events(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut f = frame(1, IMEI, vec![alarm(77, record(5))]);
     f.kind = Arc::from("~T");
     let receipt = store.commit(std::slice::from_ref(&f)).unwrap();
     assert_eq!(receipt.stats().records, 1);
     assert_eq!(receipt.stats().alarms, 1);
-    let conn = raw(&dir);
-    let source: String = conn
-        .query_row("SELECT source FROM records", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(source, "alarm");
-    let (event_index, record_index, event_time): (i64, i64, i64) = conn
-        .query_row(
-            "SELECT event_index, record_index, event_time FROM alarm_events",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
-    assert_eq!((event_index, record_index, event_time), (77, 5, T0 + 5));
+    assert_eq!(db.scalar("SELECT source FROM records"), "alarm");
+    assert_eq!(
+        db.rows("SELECT event_index, record_index, event_time FROM alarm_events"),
+        [format!("77|5|{}", T0 + 5)]
+    );
 
     f.seq = 2;
     let resend = store.commit(&[f]).unwrap();
@@ -310,9 +315,8 @@ fn an_alarm_goes_to_records_and_alarm_events() {
     assert_eq!((counts.records, counts.alarm_events), (1, 1));
 }
 
-#[test]
-fn a_current_state_goes_to_current_states_only_and_is_never_deduplicated() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn a_current_state_goes_to_current_states_only_and_is_never_deduplicated(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut f = frame(1, IMEI, vec![current(record(3))]);
     f.kind = Arc::from("~C");
     let a = store.commit(std::slice::from_ref(&f)).unwrap();
@@ -325,9 +329,8 @@ fn a_current_state_goes_to_current_states_only_and_is_never_deduplicated() {
     assert_eq!(counts.alarm_events, 0);
 }
 
-#[test]
-fn ext_records_are_deduplicated_by_key() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn ext_records_are_deduplicated_by_key(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut f = frame(1, IMEI, Vec::new());
     f.kind = Arc::from("~E");
     f.ext_records = vec![ext(record(1)), ext(record(2))];
@@ -338,9 +341,8 @@ fn ext_records_are_deduplicated_by_key() {
     assert_eq!(store.counts().unwrap().ext_records, 2);
 }
 
-#[test]
-fn error_and_garbage_frames_get_decode_error_rows() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn error_and_garbage_frames_get_decode_error_rows(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut bad = frame(1, IMEI, Vec::new());
     bad.status = FrameStatus::Error;
     bad.error_reason = Some("crc");
@@ -353,32 +355,21 @@ fn error_and_garbage_frames_get_decode_error_rows() {
     garbage.layout = None;
     let receipt = store.commit(&[bad, garbage]).unwrap();
     assert_eq!(receipt.stats().decode_errors, 2);
-    let rows: Vec<(Option<i64>, String, Option<String>, String)> = raw(&dir)
-        .prepare(
-            "SELECT e.device, e.reason, e.error, f.status FROM decode_errors e
-             JOIN raw_frames f ON f.id = e.frame ORDER BY e.id",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(rows.len(), 2);
-    assert!(rows[0].0.is_some());
-    assert_eq!(rows[0].1, "crc");
     assert_eq!(
-        rows[0].2.as_deref(),
-        Some("bad flex crc8: expected 0x12, got 0x34")
+        db.rows(
+            "SELECT CASE WHEN e.device IS NULL THEN 'none' ELSE 'device' END, e.reason,
+                    coalesce(e.error, 'none'), f.status
+             FROM decode_errors e JOIN raw_frames f ON f.id = e.frame ORDER BY e.id"
+        ),
+        [
+            "device|crc|bad flex crc8: expected 0x12, got 0x34|error",
+            "none|sync_lost|none|garbage"
+        ]
     );
-    assert_eq!(rows[0].3, "error");
-    assert_eq!(rows[1].0, None);
-    assert_eq!(rows[1].1, "sync_lost");
-    assert_eq!(rows[1].3, "garbage");
 }
 
-#[test]
-fn a_batch_with_an_invalid_frame_stores_nothing_and_returns_no_receipt() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn a_batch_with_an_invalid_frame_stores_nothing_and_returns_no_receipt(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut orphan = frame(2, IMEI, archives(10..12));
     orphan.imei = None;
     let result = store.commit(&[frame(1, IMEI, archives(0..3)), orphan]);
@@ -431,15 +422,24 @@ fn an_invalid_batch_is_refused_before_touching_the_database() {
     other.execute_batch("ROLLBACK").unwrap();
 }
 
-#[test]
-fn a_failure_in_the_middle_of_a_batch_rolls_everything_back() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
-    let conn = raw(&dir);
-    conn.execute_batch(
-        "CREATE TRIGGER fail_on_seq_2 BEFORE INSERT ON records WHEN NEW.record_index = 11
-         BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
-    )
-    .unwrap();
+fn a_failure_in_the_middle_of_a_batch_rolls_everything_back(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    if db.is_postgres() {
+        db.exec(
+            "CREATE FUNCTION fail_on_11() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.record_index = 11 THEN RAISE EXCEPTION 'injected failure'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER fail_on_seq_2 BEFORE INSERT ON records
+                 FOR EACH ROW EXECUTE FUNCTION fail_on_11();",
+        );
+    } else {
+        db.exec(
+            "CREATE TRIGGER fail_on_seq_2 BEFORE INSERT ON records WHEN NEW.record_index = 11
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        );
+    }
     let mut update = frame(1, IMEI, archives(0..3));
     update.device = Some(DeviceUpdate {
         device_id: 99,
@@ -451,28 +451,43 @@ fn a_failure_in_the_middle_of_a_batch_rolls_everything_back() {
     assert!(err.to_string().contains("injected failure"), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(store.counts().unwrap(), TableCounts::default());
-    assert_eq!(count(&conn, "layouts"), 0);
+    assert_eq!(db.count("layouts"), 0);
 
     // Device and layout ids from the rolled-back transaction must not be reused.
-    conn.execute_batch("DROP TRIGGER fail_on_seq_2").unwrap();
+    db.exec(if db.is_postgres() {
+        "DROP TRIGGER fail_on_seq_2 ON records"
+    } else {
+        "DROP TRIGGER fail_on_seq_2"
+    });
     let receipt = store.commit(&batch).unwrap();
     assert_eq!(receipt.stats().records, 5);
-    let orphans: i64 = conn
-        .query_row(
+    assert_eq!(
+        db.scalar(
             "SELECT count(*) FROM records r LEFT JOIN devices d ON d.id = r.device
-             WHERE d.id IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(orphans, 0);
-    let fk_violations = conn
-        .prepare("PRAGMA foreign_key_check")
-        .unwrap()
-        .query_map([], |_| Ok(()))
-        .unwrap()
-        .count();
-    assert_eq!(fk_violations, 0);
+             WHERE d.id IS NULL"
+        ),
+        "0"
+    );
+    assert_eq!(
+        db.scalar(
+            "SELECT count(*) FROM raw_frames f LEFT JOIN layouts l ON l.id = f.layout
+             WHERE l.id IS NULL"
+        ),
+        "0"
+    );
+    assert_eq!(
+        db.rows("SELECT device_id, fields FROM devices WHERE imei = '352093081234567'"),
+        ["99|[1,2,3]"]
+    );
+    if let Db::Sqlite(dir) = &db {
+        let fk_violations = raw(dir)
+            .prepare("PRAGMA foreign_key_check")
+            .unwrap()
+            .query_map([], |_| Ok(()))
+            .unwrap()
+            .count();
+        assert_eq!(fk_violations, 0);
+    }
 }
 
 #[test]
@@ -496,9 +511,8 @@ fn a_locked_database_is_a_retryable_error() {
     assert_eq!(receipt.stats().records, 2);
 }
 
-#[test]
-fn device_facts_are_stored() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn device_facts_are_stored(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut handshake = frame(1, IMEI, Vec::new());
     handshake.kind = Arc::from("*>S");
     handshake.layout = None;
@@ -519,49 +533,29 @@ fn device_facts_are_stored() {
     let _ = store
         .commit(&[handshake.clone(), negotiation, data.clone()])
         .unwrap();
-    type Row = (i64, i64, i64, i64, i64, i64, Vec<u8>, String, i64);
-    let row: Row = raw(&dir)
-        .query_row(
+    let devices = || {
+        db.rows(&format!(
             "SELECT device_id, first_seen_us, last_seen_us, protocol_version, struct_version,
-                    data_size, mask, fields, negotiated_at_us FROM devices",
-            [],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
-            },
-        )
-        .unwrap();
-    assert_eq!(row.0, 4242);
-    assert_eq!(row.1, handshake.received_at_us);
-    assert_eq!(row.2, data.received_at_us);
-    assert_eq!((row.3, row.4, row.5), (20, 20, 122));
-    assert_eq!(row.6, layout_mask());
-    assert_eq!(row.7, "[1,2,3,8,9]");
-    assert_eq!(row.8, negotiated_at);
+                    data_size, {}, fields, negotiated_at_us FROM devices",
+            db.hex("mask")
+        ))
+    };
+    let expected = [format!(
+        "4242|{}|{}|20|20|122|fff00f0081|[1,2,3,8,9]|{negotiated_at}",
+        handshake.received_at_us, data.received_at_us
+    )];
+    assert_eq!(devices(), expected);
 
     // last_seen only moves forward.
     let mut late = frame(4, IMEI, Vec::new());
     late.received_at_us = 5;
     let _ = store.commit(&[late]).unwrap();
-    let last_seen: i64 = raw(&dir)
-        .query_row("SELECT last_seen_us FROM devices", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(last_seen, data.received_at_us);
-    assert_eq!(count(&raw(&dir), "layouts"), 1);
+    assert_eq!(devices(), expected);
+    assert_eq!(db.count("layouts"), 1);
 }
 
-#[test]
-fn committed_data_survives_dropping_the_store() {
-    let (dir, mut store) = temp_store(Synchronous::Full);
+fn committed_data_survives_dropping_the_store(db: Db) {
+    let mut store = db.open(Synchronous::Full);
     let _ = store
         .commit(&[
             frame(1, IMEI, archives(0..10)),
@@ -569,12 +563,10 @@ fn committed_data_survives_dropping_the_store() {
         ])
         .unwrap();
     drop(store);
-    let conn = raw(&dir);
-    assert_eq!(count(&conn, "records"), 20);
-    assert_eq!(count(&conn, "raw_frames"), 2);
-    assert_eq!(count(&conn, "v_records"), 20);
-    drop(conn);
-    let mut store = open(&dir, Synchronous::Full);
+    assert_eq!(db.count("records"), 20);
+    assert_eq!(db.count("raw_frames"), 2);
+    assert_eq!(db.count("v_records"), 20);
+    let mut store = db.open(Synchronous::Full);
     assert_eq!(store.counts().unwrap().records, 20);
     let receipt = store.commit(&[frame(3, IMEI, archives(0..20))]).unwrap();
     assert_eq!(
@@ -584,12 +576,22 @@ fn committed_data_survives_dropping_the_store() {
     );
 }
 
-#[test]
-fn insert_records_direct_inserts_and_skips_duplicates() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+/// SQLite skips a duplicate key; PostgreSQL's `COPY` fails on one (documented), all or
+/// nothing.
+fn insert_records_direct_inserts_into_the_deduplicated_table(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let rows: Vec<_> = (0..50).map(record).collect();
     assert_eq!(store.insert_records_direct(IMEI, &rows).unwrap(), 50);
-    assert_eq!(store.insert_records_direct(IMEI, &rows).unwrap(), 0);
+    match store.insert_records_direct(IMEI, &rows[45..]) {
+        Ok(n) => {
+            assert!(!db.is_postgres());
+            assert_eq!(n, 0);
+        }
+        Err(e) => {
+            assert!(db.is_postgres(), "{e}");
+            assert!(!e.is_retryable(), "{e}");
+        }
+    }
     assert_eq!(store.insert_records_direct(IMEI, &rows[..0]).unwrap(), 0);
     let counts = store.counts().unwrap();
     assert_eq!(
@@ -602,6 +604,14 @@ fn insert_records_direct_inserts_and_skips_duplicates() {
         (receipt.stats().records, receipt.stats().duplicates),
         (5, 5)
     );
+    let more: Vec<_> = (100..110).map(record).collect();
+    assert_eq!(
+        store
+            .insert_records_direct_many(&[("352093080000003", &more), (IMEI, &more[..3])])
+            .unwrap(),
+        13
+    );
+    assert_eq!(store.counts().unwrap().devices, 2);
     assert!(matches!(
         store.insert_records_direct("", &rows),
         Err(StoreError::Invalid(_))
@@ -612,21 +622,34 @@ fn insert_records_direct_inserts_and_skips_duplicates() {
 // The v_records view.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn v_records_has_the_documented_columns_and_rfc3339_times() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
-    let mut no_fix = record_at(Some(2), Some(86_400));
+/// Event times the view must render the same way on both backends, with their text.
+const VIEW_TIMES: [(i64, &str); 7] = [
+    (-1, "1969-12-31T23:59:59Z"),
+    (0, "1970-01-01T00:00:00Z"),
+    (86_400, "1970-01-02T00:00:00Z"),
+    (951_782_400, "2000-02-29T00:00:00Z"),
+    (T0 + 1, "2023-11-14T22:13:21Z"),
+    (4_102_444_800, "2100-01-01T00:00:00Z"),
+    (253_402_300_799, "9999-12-31T23:59:59Z"),
+];
+
+fn v_records_has_the_documented_columns_and_rfc3339_times(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    let mut no_fix = record_at(Some(100), Some(86_400));
     no_fix.fix_time = None;
-    let _ = store
-        .commit(&[frame(1, IMEI, vec![archive(record(1)), archive(no_fix)])])
-        .unwrap();
-    let conn = raw(&dir);
-    let mut stmt = conn
-        .prepare("SELECT * FROM v_records ORDER BY record_index")
-        .unwrap();
-    let names: Vec<&str> = stmt.column_names();
+    let mut rows = vec![archive(record(1)), archive(no_fix)];
+    for (i, &(t, _)) in (10..).zip(&VIEW_TIMES) {
+        rows.push(archive(record_at(Some(i), Some(t))));
+    }
+    let _ = store.commit(&[frame(1, IMEI, rows)]).unwrap();
+    let columns = db.rows(if db.is_postgres() {
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'v_records'
+         ORDER BY ordinal_position"
+    } else {
+        "SELECT name FROM pragma_table_info('v_records') ORDER BY cid"
+    });
     assert_eq!(
-        names,
+        columns,
         [
             "imei",
             "record_index",
@@ -637,76 +660,116 @@ fn v_records_has_the_documented_columns_and_rfc3339_times() {
             "speed_kmh"
         ]
     );
-    type Row = (String, i64, String, Option<String>, f64, f64, f64);
-    let rows: Vec<Row> = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(rows.len(), 2);
-    // T0 + 1 = 1_700_000_001 s.
-    assert_eq!(rows[0].0, IMEI);
-    assert_eq!(rows[0].1, 1);
-    assert_eq!(rows[0].2, "2023-11-14T22:13:21Z");
-    assert_eq!(rows[0].3.as_deref(), Some("2023-11-14T22:13:20Z"));
-    assert_eq!(rows[0].4, record(1).latitude.unwrap());
-    assert_eq!(rows[0].6, 42.5);
-    assert_eq!(rows[1].2, "1970-01-02T00:00:00Z");
-    assert_eq!(rows[1].3, None);
-    // Raw integer seconds stay in the table.
-    let raw_time: i64 = conn
-        .query_row(
-            "SELECT event_time FROM records WHERE record_index = 1",
-            [],
-            |r| r.get(0),
+    let view = db.rows(
+        "SELECT imei, record_index, event_time, coalesce(fix_time, 'none'), latitude,
+                longitude, speed_kmh
+         FROM v_records ORDER BY record_index",
+    );
+    let r1 = record(1);
+    assert_eq!(
+        view[0],
+        format!(
+            "{IMEI}|1|2023-11-14T22:13:21Z|2023-11-14T22:13:20Z|{}|{}|42.5",
+            r1.latitude.unwrap(),
+            r1.longitude.unwrap()
         )
-        .unwrap();
-    assert_eq!(raw_time, T0 + 1);
+    );
+    for (row, (i, &(t, text))) in view[1..].iter().zip((10..).zip(&VIEW_TIMES)) {
+        let fix = VIEW_TIMES
+            .iter()
+            .find(|&&(u, _)| u == t - 1)
+            .map(|&(_, text)| text.to_owned());
+        let fields: Vec<&str> = row.split('|').collect();
+        assert_eq!(fields[1], i.to_string(), "{row}");
+        assert_eq!(fields[2], text, "{row}");
+        if let Some(fix) = fix {
+            assert_eq!(fields[3], fix, "{row}");
+        } else {
+            // Every fix time is one second before its event time.
+            assert_eq!(fields[3].len(), "1970-01-01T00:00:00Z".len(), "{row}");
+        }
+    }
+    let no_fix = view.last().unwrap();
+    assert!(
+        no_fix.starts_with(&format!("{IMEI}|100|1970-01-02T00:00:00Z|none|")),
+        "{no_fix}"
+    );
+    // Raw integer seconds stay in the table.
+    assert_eq!(
+        db.scalar("SELECT event_time FROM records WHERE record_index = 1"),
+        (T0 + 1).to_string()
+    );
+}
+
+#[test]
+fn v_records_renders_identical_text_on_both_backends() {
+    let [sqlite, postgres] = [Db::sqlite(), Db::postgres()].map(|db| {
+        let mut store = db.open(Synchronous::Off);
+        let mut rows = Vec::new();
+        for (i, &(t, _)) in (0..).zip(&VIEW_TIMES) {
+            rows.push(archive(record_at(Some(i), Some(t))));
+        }
+        let mut no_fix = record_at(Some(99), Some(T0));
+        no_fix.fix_time = None;
+        rows.push(archive(no_fix));
+        let _ = store.commit(&[frame(1, IMEI, rows)]).unwrap();
+        db.rows(
+            "SELECT imei, record_index, event_time, coalesce(fix_time, 'none'), latitude,
+                    longitude, speed_kmh
+             FROM v_records ORDER BY record_index",
+        )
+    });
+    assert_eq!(sqlite.len(), VIEW_TIMES.len() + 1);
+    assert_eq!(sqlite, postgres);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Read queries.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn record_keys_are_ordered_and_filtered_by_imei() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn record_keys_are_ordered_unknown_values_first_and_filtered_by_imei(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let other = "111111111111111";
     let _ = store
         .commit(&[
-            frame(1, IMEI, vec![archive(record(5)), archive(record(2))]),
+            frame(
+                1,
+                IMEI,
+                vec![
+                    archive(record(5)),
+                    archive(record(2)),
+                    archive(record_at(Some(2), None)),
+                    archive(record_at(None, Some(T0 + 9))),
+                    archive(record_at(None, None)),
+                    archive(record_at(None, Some(T0 - 9))),
+                ],
+            ),
             frame(2, other, archives(7..8)),
         ])
         .unwrap();
-    let key = |imei: &str, i: u32| RecordKey {
+    let key = |imei: &str, record_index: Option<u32>, event_time: Option<i64>| RecordKey {
         imei: imei.to_owned(),
-        record_index: Some(i),
-        event_time: Some(T0 + i64::from(i)),
+        record_index,
+        event_time,
     };
-    assert_eq!(
-        store.record_keys(None).unwrap(),
-        vec![key(other, 7), key(IMEI, 2), key(IMEI, 5)]
-    );
-    assert_eq!(
-        store.record_keys(Some(IMEI)).unwrap(),
-        vec![key(IMEI, 2), key(IMEI, 5)]
-    );
+    let at = |i: u32| Some(T0 + i64::from(i));
+    let mine = vec![
+        key(IMEI, None, None),
+        key(IMEI, None, Some(T0 - 9)),
+        key(IMEI, None, Some(T0 + 9)),
+        key(IMEI, Some(2), None),
+        key(IMEI, Some(2), at(2)),
+        key(IMEI, Some(5), at(5)),
+    ];
+    let mut all = vec![key(other, Some(7), at(7))];
+    all.extend(mine.iter().cloned());
+    assert_eq!(store.record_keys(None).unwrap(), all);
+    assert_eq!(store.record_keys(Some(IMEI)).unwrap(), mine);
     assert!(store.record_keys(Some("nobody")).unwrap().is_empty());
 }
 
-#[test]
-fn frames_for_reprocess_filters_by_window_and_imei_and_pages_by_id() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn frames_for_reprocess_filters_by_window_and_imei_and_pages_by_id(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let other = "111111111111111";
     let mut hello = frame(0, IMEI, Vec::new());
     hello.device = Some(DeviceUpdate {
@@ -721,6 +784,12 @@ fn frames_for_reprocess_filters_by_window_and_imei_and_pages_by_id() {
         f.received_at_us = 1_000 * i64::try_from(seq).unwrap();
         frames.push(f);
     }
+    let mut bad = frame(7, IMEI, Vec::new());
+    bad.imei = None;
+    bad.layout = None;
+    bad.status = FrameStatus::Garbage;
+    bad.error = Some("lost sync".to_owned());
+    frames.push(bad);
     let _ = store.commit(&frames).unwrap();
     let all = FrameFilter {
         since_us: 0,
@@ -728,17 +797,23 @@ fn frames_for_reprocess_filters_by_window_and_imei_and_pages_by_id() {
         imei: None,
     };
     let got = store.frames_for_reprocess(&all, 0, 100).unwrap();
-    assert_eq!(got.len(), 7);
+    assert_eq!(got.len(), 8);
     assert!(got.windows(2).all(|w| w[0].id < w[1].id));
     let first = &got[1];
     assert_eq!(first.conn_id, 7);
     assert_eq!(first.imei.as_deref(), Some(IMEI));
     assert_eq!(first.kind, "~A");
     assert_eq!(first.status, FrameStatus::Ok);
+    assert_eq!(first.error, None);
     assert_eq!(first.bytes, frames[1].bytes);
     assert_eq!(first.layout.as_ref(), Some(&*common::layout()));
     assert_eq!(first.device_id, Some(31));
     assert_eq!(got[2].device_id, None);
+    let garbage = &got[7];
+    assert_eq!(garbage.imei, None);
+    assert_eq!(garbage.layout, None);
+    assert_eq!(garbage.status, FrameStatus::Garbage);
+    assert_eq!(garbage.error.as_deref(), Some("lost sync"));
 
     // Window: [2000, 5000) holds seqs 2, 3, 4.
     let window = FrameFilter {
@@ -784,7 +859,7 @@ fn frames_for_reprocess_filters_by_window_and_imei_and_pages_by_id() {
 // ---------------------------------------------------------------------------------------------
 
 /// The raw frame ids in insertion order.
-fn frame_ids(store: &Store) -> Vec<i64> {
+fn frame_ids(store: &mut Store) -> Vec<i64> {
     let all = FrameFilter {
         since_us: i64::MIN,
         until_us: None,
@@ -798,9 +873,8 @@ fn frame_ids(store: &Store) -> Vec<i64> {
         .collect()
 }
 
-#[test]
-fn reprocess_diffs_records_by_key_and_is_idempotent() {
-    let (dir, mut store) = temp_store(Synchronous::Off);
+fn reprocess_diffs_records_by_key_and_is_idempotent(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     // Frame A holds 0..4; frame B holds 10 and resent 3 (a duplicate, owned by A).
     let _ = store
         .commit(&[
@@ -808,12 +882,8 @@ fn reprocess_diffs_records_by_key_and_is_idempotent() {
             frame(2, IMEI, vec![archive(record(10)), archive(record(3))]),
         ])
         .unwrap();
-    let ids = frame_ids(&store);
-    let id_of_1: i64 = raw(&dir)
-        .query_row("SELECT id FROM records WHERE record_index = 1", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let ids = frame_ids(&mut store);
+    let id_of_1 = db.scalar("SELECT id FROM records WHERE record_index = 1");
 
     // New decode of A: 0 unchanged, 1 changed, 2 gone, 3 unchanged, 4 new, 10 new but held by B.
     let mut changed = record(1);
@@ -850,16 +920,11 @@ fn reprocess_diffs_records_by_key_and_is_idempotent() {
         .map(|k| k.record_index)
         .collect();
     assert_eq!(keys, [Some(0), Some(1), Some(3), Some(4), Some(10)]);
-    let (id, speed, fields): (i64, f64, String) = raw(&dir)
-        .query_row(
-            "SELECT id, speed_kmh, fields FROM records WHERE record_index = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
-    assert_eq!(id, id_of_1, "a changed record keeps its id");
-    assert_eq!(speed, 99.0);
-    assert_eq!(fields, r#"{"fixed":true}"#);
+    assert_eq!(
+        db.rows("SELECT id, speed_kmh, fields FROM records WHERE record_index = 1"),
+        [format!(r#"{id_of_1}|99|{{"fixed":true}}"#)],
+        "a changed record keeps its id"
+    );
 
     // The same decode again changes nothing.
     let again = store.reprocess(&[(ids[0], new_a)]).unwrap();
@@ -893,15 +958,143 @@ fn reprocess_diffs_records_by_key_and_is_idempotent() {
     assert_eq!(store.counts().unwrap().records, 5);
 }
 
-#[test]
-fn reprocess_turns_an_error_frame_into_records_and_back() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+/// Rows without an index or an event time pair with the frame's own rows of the same key in
+/// order, are updated in place and removed like any other.
+fn reprocess_matches_records_with_unknown_keys(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    let rows = || {
+        vec![
+            archive(record_at(Some(1), None)),
+            archive(record_at(None, Some(T0))),
+            archive(record_at(None, None)),
+            archive(record_at(None, None)),
+        ]
+    };
+    let _ = store.commit(&[frame(1, IMEI, rows())]).unwrap();
+    let id = frame_ids(&mut store)[0];
+    let ids_before = db.rows("SELECT id FROM records ORDER BY id");
+    // The frame's rows are paired in id order, so of its two key-less rows the one with the
+    // higher id is the one left unmatched below (the backends assign ids in different
+    // orders within a batch).
+    let keyless = db.rows(
+        "SELECT id FROM records WHERE record_index IS NULL AND event_time IS NULL ORDER BY id",
+    );
+    let mut kept = ids_before.clone();
+    kept.retain(|id| *id != keyless[1]);
+
+    let same = store.reprocess(&[(id, frame(1, IMEI, rows()))]).unwrap();
+    assert_eq!((same.records_unchanged, same.records_changed), (4, 0));
+
+    let mut new_rows = rows();
+    for r in &mut new_rows[..3] {
+        r.row.speed_kmh = Some(7.0);
+    }
+    new_rows.pop();
+    let changed = store.reprocess(&[(id, frame(1, IMEI, new_rows))]).unwrap();
+    assert_eq!(
+        (
+            changed.records_changed,
+            changed.records_removed,
+            changed.records_unchanged
+        ),
+        (3, 1, 0)
+    );
+    assert_eq!(
+        db.rows("SELECT id FROM records ORDER BY id"),
+        kept,
+        "changed rows keep their ids, the unmatched one goes"
+    );
+    assert_eq!(db.count("records WHERE speed_kmh = 7"), 3);
+
+    let gone = store
+        .reprocess(&[(id, frame(1, IMEI, Vec::new()))])
+        .unwrap();
+    assert_eq!(gone.records_removed, 3);
+    assert_eq!(db.count("records"), 0);
+}
+
+/// A decoder fix that changes a record's time gives it a new key (PostgreSQL: in another
+/// month's partition, created on demand); the old key is removed.
+fn reprocess_moves_a_record_to_another_month(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    let now = jiff::Timestamp::now().as_second();
+    let then = now - 150 * 86_400;
+    let _ = store
+        .commit(&[frame(1, IMEI, vec![archive(record_at(Some(1), Some(now)))])])
+        .unwrap();
+    let id = frame_ids(&mut store)[0];
+    let stats = store
+        .reprocess(&[(
+            id,
+            frame(1, IMEI, vec![archive(record_at(Some(1), Some(then)))]),
+        )])
+        .unwrap();
+    assert_eq!((stats.records_added, stats.records_removed), (1, 1));
+    assert_eq!(
+        store.record_keys(None).unwrap(),
+        [RecordKey {
+            imei: IMEI.to_owned(),
+            record_index: Some(1),
+            event_time: Some(then),
+        }]
+    );
+    assert_eq!(db.scalar("SELECT frame FROM records"), id.to_string());
+    // Committing the moved record again is a duplicate.
+    let receipt = store
+        .commit(&[frame(
+            2,
+            IMEI,
+            vec![archive(record_at(Some(1), Some(then)))],
+        )])
+        .unwrap();
+    assert_eq!(receipt.stats().duplicates, 1);
+}
+
+fn reprocess_updates_changed_ext_records_in_place(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    let mut f = frame(1, IMEI, Vec::new());
+    f.kind = Arc::from("~X");
+    f.ext_records = vec![ext(record(1)), ext(record(2)), ext(record(3))];
+    let _ = store.commit(std::slice::from_ref(&f)).unwrap();
+    let id = frame_ids(&mut store)[0];
+    let id_of_2 = db.scalar("SELECT id FROM ext_records WHERE record_index = 2");
+
+    f.ext_records[0].event_index = Some(8);
+    f.ext_records[1].row.fields_json = r#"{"x":1}"#.to_owned();
+    f.ext_records[2].struct_version = 3;
+    f.ext_records.push(ext(record(4)));
+    let stats = store.reprocess(&[(id, f.clone())]).unwrap();
+    assert_eq!(
+        (
+            stats.records_changed,
+            stats.records_added,
+            stats.records_unchanged
+        ),
+        (3, 1, 0)
+    );
+    assert_eq!(
+        db.rows(
+            "SELECT record_index, coalesce(CAST(event_index AS text), 'none'), struct_version
+             FROM ext_records ORDER BY record_index"
+        ),
+        ["1|8|2", "2|none|2", "3|none|3", "4|none|2"]
+    );
+    assert_eq!(
+        db.scalar("SELECT id FROM ext_records WHERE fields = '{\"x\":1}'"),
+        id_of_2
+    );
+    let again = store.reprocess(&[(id, f)]).unwrap();
+    assert_eq!((again.records_unchanged, again.records_changed), (4, 0));
+}
+
+fn reprocess_turns_an_error_frame_into_records_and_back(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let mut bad = frame(1, IMEI, Vec::new());
     bad.status = FrameStatus::Error;
     bad.error_reason = Some("unknown_field");
     bad.error = Some("field 200 is not in the dictionary".to_owned());
     let _ = store.commit(&[bad.clone()]).unwrap();
-    let id = frame_ids(&store)[0];
+    let id = frame_ids(&mut store)[0];
     assert_eq!(store.counts().unwrap().decode_errors, 1);
 
     let mut fixed = frame(1, IMEI, archives(0..3));
@@ -919,6 +1112,10 @@ fn reprocess_turns_an_error_frame_into_records_and_back() {
         .unwrap()[0];
     assert_eq!(stored.status, FrameStatus::Ok);
     assert_eq!(stored.error, None);
+    assert_eq!(
+        db.scalar("SELECT coalesce(error_reason, 'none') FROM raw_frames"),
+        "none"
+    );
 
     let again = store.reprocess(&[(id, fixed)]).unwrap();
     assert_eq!(again.status_changed, 0);
@@ -932,14 +1129,17 @@ fn reprocess_turns_an_error_frame_into_records_and_back() {
         (counts.decode_errors, counts.records, counts.ext_records),
         (1, 0, 0)
     );
+    assert_eq!(
+        db.rows("SELECT f.error_reason, e.reason, e.error FROM raw_frames f JOIN decode_errors e ON e.frame = f.id"),
+        ["unknown_field|unknown_field|field 200 is not in the dictionary"]
+    );
 }
 
-#[test]
-fn reprocess_replaces_alarm_events_and_current_states() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
+fn reprocess_replaces_alarm_events_and_current_states(db: Db) {
+    let mut store = db.open(Synchronous::Off);
     let f = frame(1, IMEI, vec![alarm(5, record(1)), current(record(2))]);
     let _ = store.commit(std::slice::from_ref(&f)).unwrap();
-    let id = frame_ids(&store)[0];
+    let id = frame_ids(&mut store)[0];
     for _ in 0..2 {
         let stats = store.reprocess(&[(id, f.clone())]).unwrap();
         assert_eq!(stats.records_unchanged, 1);
@@ -950,15 +1150,21 @@ fn reprocess_replaces_alarm_events_and_current_states() {
         .reprocess(&[(id, frame(1, IMEI, archives(1..2)))])
         .unwrap();
     assert_eq!(stats.records_changed, 1, "source alarm -> archive");
+    assert_eq!(db.scalar("SELECT source FROM records"), "archive");
     let counts = store.counts().unwrap();
     assert_eq!((counts.alarm_events, counts.current_states), (0, 0));
 }
 
-#[test]
-fn reprocess_of_an_unknown_frame_or_foreign_imei_changes_nothing() {
-    let (_dir, mut store) = temp_store(Synchronous::Off);
-    let _ = store.commit(&[frame(1, IMEI, archives(0..2))]).unwrap();
-    let id = frame_ids(&store)[0];
+fn reprocess_of_an_unknown_frame_or_foreign_imei_changes_nothing(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    let mut garbage = frame(2, IMEI, Vec::new());
+    garbage.imei = None;
+    garbage.status = FrameStatus::Garbage;
+    let _ = store
+        .commit(&[frame(1, IMEI, archives(0..2)), garbage])
+        .unwrap();
+    let ids = frame_ids(&mut store);
+    let id = ids[0];
     let before = store.counts().unwrap();
     let err = store
         .reprocess(&[
@@ -967,10 +1173,100 @@ fn reprocess_of_an_unknown_frame_or_foreign_imei_changes_nothing() {
         ])
         .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(!err.is_retryable());
     assert_eq!(store.counts().unwrap(), before, "first update rolled back");
     let err = store
         .reprocess(&[(id, frame(1, "999999999999999", Vec::new()))])
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
     assert_eq!(store.counts().unwrap(), before);
+    let err = store
+        .reprocess(&[(ids[1], frame(2, IMEI, archives(5..6)))])
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("has no device")),
+        "{err}"
+    );
+    assert_eq!(store.counts().unwrap(), before);
+    // The store works on after the failed transactions.
+    let stats = store
+        .reprocess(&[(id, frame(1, IMEI, archives(0..3)))])
+        .unwrap();
+    assert_eq!(stats.records_added, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokens.
+// ---------------------------------------------------------------------------------------------
+
+fn new_token(id: &str, name: &str, scope: TokenScope) -> NewToken {
+    NewToken {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        scope,
+        secret_sha256: [id.len() as u8; 32],
+    }
+}
+
+fn tokens_are_created_listed_revoked_and_names_reused(db: Db) {
+    let mut store = db.open(Synchronous::Off);
+    assert_eq!(store.tokens().unwrap(), []);
+    store
+        .create_token(&new_token("a1", "ops", TokenScope::Admin))
+        .unwrap();
+    store
+        .create_token(&new_token("b2", "grafana", TokenScope::Read))
+        .unwrap();
+    let listed = store.tokens().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        (
+            listed[0].id.as_str(),
+            listed[0].name.as_str(),
+            listed[0].scope
+        ),
+        ("a1", "ops", TokenScope::Admin)
+    );
+    assert_eq!(listed[1].secret_sha256, [2; 32]);
+    assert!(listed[0].created_at_us <= listed[1].created_at_us);
+    assert!(listed.iter().all(|t| t.revoked_at_us.is_none()));
+
+    match store.create_token(&new_token("c3", "ops", TokenScope::Read)) {
+        Err(e @ StoreError::TokenExists { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "a token named \"ops\" exists: revoke it first"
+            );
+        }
+        other => panic!("expected TokenExists, got {other:?}"),
+    }
+    match store.create_token(&new_token("a1", "other", TokenScope::Read)) {
+        Err(StoreError::Invalid(m)) => assert_eq!(m, "a token with id \"a1\" exists"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    for (id, name) in [("", "x"), ("d4", "")] {
+        assert!(matches!(
+            store.create_token(&new_token(id, name, TokenScope::Read)),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    assert_eq!(store.tokens().unwrap(), listed);
+
+    assert!(store.revoke_token("ops").unwrap());
+    assert!(!store.revoke_token("ops").unwrap());
+    assert!(!store.revoke_token("nobody").unwrap());
+    store
+        .create_token(&new_token("c3", "ops", TokenScope::Read))
+        .unwrap();
+    // A revoked token's id stays taken.
+    assert!(matches!(
+        store.create_token(&new_token("a1", "new", TokenScope::Read)),
+        Err(StoreError::Invalid(_))
+    ));
+    let after = store.tokens().unwrap();
+    let ids: Vec<&str> = after.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["a1", "b2", "c3"]);
+    assert!(after[0].revoked_at_us.unwrap() >= after[0].created_at_us);
+    assert_eq!(after[1].revoked_at_us, None);
+    assert_eq!(after[2].revoked_at_us, None);
 }

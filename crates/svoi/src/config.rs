@@ -37,6 +37,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// SQLite settings (ignored for PostgreSQL).
     pub sqlite: SqliteConfig,
+    /// PostgreSQL settings (ignored for SQLite).
+    pub postgres: PostgresConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -62,6 +64,17 @@ pub struct SqliteConfig {
     pub synchronous: String,
     /// How long a writer waits for a lock before failing.
     pub busy_timeout: Duration,
+}
+
+/// `[postgres]`: connections to a PostgreSQL database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// Read connections the HTTP API keeps (the writer has one more of its own).
+    pub pool_size: usize,
+    /// How long to wait for the server when connecting.
+    pub connect_timeout: Duration,
+    /// The longest any statement may run before the server cancels it.
+    pub statement_timeout: Duration,
 }
 
 /// `[log]`: what the tracing subscriber prints.
@@ -318,6 +331,11 @@ fn placeholder() -> Config {
         sqlite: SqliteConfig {
             synchronous: String::new(),
             busy_timeout: Duration::ZERO,
+        },
+        postgres: PostgresConfig {
+            pool_size: 0,
+            connect_timeout: Duration::ZERO,
+            statement_timeout: Duration::ZERO,
         },
         log: LogConfig {
             format: LogFormat::Text,

@@ -83,6 +83,10 @@ fn describe() {
     );
     describe_gauge!("svoi_writer_up", "1 while the batch writer runs");
     describe_gauge!(
+        "svoi_database_up",
+        "0 after a commit failed because the database was unreachable, busy or timed out (nothing is acknowledged meanwhile), 1 again after the next successful commit"
+    );
+    describe_gauge!(
         "svoi_ingest_listener_up",
         "1 while the device listener accepts connections"
     );
@@ -106,6 +110,7 @@ pub fn publish(stats: &IngestStats) {
     let last_ms = stats.last_frame_unix_ms.load(Ordering::Relaxed);
     gauge!("svoi_last_frame_timestamp_seconds").set(last_ms as f64 / 1000.0);
     gauge!("svoi_writer_up").set(flag(stats.writer_alive.load(Ordering::Relaxed)));
+    gauge!("svoi_database_up").set(flag(stats.database_up.load(Ordering::Relaxed)));
     gauge!("svoi_ingest_listener_up").set(flag(stats.listener_up.load(Ordering::Relaxed)));
 }
 

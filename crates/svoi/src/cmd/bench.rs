@@ -1,7 +1,12 @@
 //! `svoi bench ingest`: end-to-end durable ingest on this machine — an in-process server on a
 //! fresh database, a simulated fleet over loopback TCP, records per second acknowledged — and,
-//! in the same run, the rate of inserting the very same rows straight into a fresh database of
-//! the same kind and durability. Prints both and their ratio.
+//! in the same run, the rate of writing the very same rows straight into a fresh database of
+//! the same kind and durability (SQLite: one prepared insert per row in one transaction;
+//! PostgreSQL: one binary `COPY`). Prints both and their ratio.
+//!
+//! With `--db postgres://.../DB` the fresh databases are scratch databases created next to DB
+//! on the same server (`svoi_bench_<pid>_*`, which needs the CREATEDB privilege) and dropped
+//! afterwards; DB itself is not touched.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -37,9 +42,15 @@ pub struct IngestArgs {
     /// Records per `~A` message (1..=255).
     #[arg(long, default_value_t = 100)]
     pub batch: u8,
-    /// Directory for the two scratch databases (default: a temporary directory, removed after).
+    /// Directory for the scratch SQLite databases (default: a temporary directory, removed
+    /// after). Not used with PostgreSQL.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<std::path::PathBuf>,
+    /// PostgreSQL only: how commits write records, `unnest` (one multi-row INSERT of column
+    /// arrays, the server's way) or `copy` (COPY into a staging table, then INSERT ... SELECT),
+    /// to compare the two.
+    #[arg(long, value_name = "WAY", default_value = "unnest")]
+    pub pg_records: svoi_store::RecordsVia,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -60,20 +71,19 @@ fn ingest(args: &IngestArgs, loaded: &Loaded) -> Result<ExitCode> {
     // commit path.
     let (_, mut options) = crate::cmd::store_options(loaded)?;
     options.background_checkpoint = true;
-    let e2e_url = DbUrl::Sqlite(dir.join("bench-ingest.db"));
-    let raw_urls: Vec<DbUrl> = (1..=RAW_ROUNDS)
-        .map(|i| DbUrl::Sqlite(dir.join(format!("bench-insert-{i}.db"))))
-        .collect();
-    for p in std::iter::once(&e2e_url).chain(&raw_urls) {
-        let DbUrl::Sqlite(path) = p;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
-    }
+    options.postgres.records_via = args.pg_records;
+    let (url, _) = crate::cmd::store_options(loaded)?;
+    let scratch = Scratch::new(&url, &dir, &options)?;
+    let e2e_url = scratch.e2e.clone();
     let store = Store::open(&e2e_url, &options)?;
-    let checkpointer = svoi_store::Checkpointer::open(&e2e_url, &options)?
-        .spawn(Duration::from_millis(250))
-        .context("cannot start the checkpointer")?;
+    let checkpointer = match &e2e_url {
+        DbUrl::Sqlite(_) => Some(
+            svoi_store::Checkpointer::open(&e2e_url, &options)?
+                .spawn(Duration::from_millis(250))
+                .context("cannot start the checkpointer")?,
+        ),
+        DbUrl::Postgres(_) => None,
+    };
     let mut config = crate::cmd::serve::ingest_config(loaded);
     config.listen = "127.0.0.1:0".parse()?;
     config.max_connections = config.max_connections.max(args.devices + 16);
@@ -111,7 +121,9 @@ fn ingest(args: &IngestArgs, loaded: &Loaded) -> Result<ExitCode> {
     runtime.block_on(server.shutdown(Duration::from_secs(30)));
     // The final truncating checkpoint syncs the database file, so the plain inserts below do
     // not compete with the write-back of the run above.
-    checkpointer.stop();
+    if let Some(c) = checkpointer {
+        c.stop();
+    }
     let expected = args.devices as u64 * args.records;
     if report.records_acked < expected || report.reply_mismatches > 0 {
         bail!(
@@ -124,7 +136,7 @@ fn ingest(args: &IngestArgs, loaded: &Loaded) -> Result<ExitCode> {
     }
 
     // The same rows, decoded again from the archive exactly as the server stored them.
-    let store = Store::open(&e2e_url, &options)?;
+    let mut store = Store::open(&e2e_url, &options)?;
     let mut rows: std::collections::BTreeMap<String, Vec<RecordRow>> = Default::default();
     let filter = FrameFilter {
         since_us: 0,
@@ -162,7 +174,7 @@ fn ingest(args: &IngestArgs, loaded: &Loaded) -> Result<ExitCode> {
     // The plain insert is short and sensitive to what the disk is doing; the median of a few
     // rounds, each into a fresh database, is what is compared.
     let mut raw_runs: Vec<(u64, Duration)> = Vec::new();
-    for url in &raw_urls {
+    for url in &scratch.raw {
         let mut raw = Store::open(url, &options)?;
         let started = Instant::now();
         let inserted = raw.insert_records_direct_many(&batches)?;
@@ -174,10 +186,18 @@ fn ingest(args: &IngestArgs, loaded: &Loaded) -> Result<ExitCode> {
     let e2e_rate = report.records_acked as f64 / elapsed.as_secs_f64();
     let raw_rate = inserted as f64 / raw_elapsed.as_secs_f64();
     let ratio = e2e_rate / raw_rate;
+    let (backend, baseline) = match &e2e_url {
+        DbUrl::Sqlite(_) => ("sqlite", "plain insert"),
+        DbUrl::Postgres(_) => ("postgres", "COPY"),
+    };
+    drop(scratch);
     if args.json {
         println!(
             "{}",
             serde_json::json!({
+                "backend": backend,
+                "pg_records": format!("{:?}", args.pg_records).to_lowercase(),
+                "baseline": baseline,
                 "devices": args.devices,
                 "records_per_device": args.records,
                 "batch": args.batch,
@@ -196,11 +216,14 @@ fn ingest(args: &IngestArgs, loaded: &Loaded) -> Result<ExitCode> {
         );
     } else {
         println!(
-            "end-to-end: {} records acknowledged in {:.2} s = {:.0} records/s (synchronous={}, {} devices, {} records per ~A)",
+            "end-to-end ({backend}): {} records acknowledged in {:.2} s = {:.0} records/s ({}, {} devices, {} records per ~A)",
             report.records_acked,
             elapsed.as_secs_f64(),
             e2e_rate,
-            loaded.config.sqlite.synchronous,
+            match &e2e_url {
+                DbUrl::Sqlite(_) => format!("synchronous={}", loaded.config.sqlite.synchronous),
+                DbUrl::Postgres(_) => "synchronous_commit=on".to_owned(),
+            },
             args.devices,
             args.batch
         );
@@ -212,12 +235,86 @@ fn ingest(args: &IngestArgs, loaded: &Loaded) -> Result<ExitCode> {
             report.ack_latency_ms.p99
         );
         println!(
-            "plain insert of the same {} rows in one transaction: {:.2} s = {:.0} records/s (median of {RAW_ROUNDS})",
+            "{baseline} of the same {} rows in one transaction: {:.2} s = {:.0} records/s (median of {RAW_ROUNDS})",
             inserted,
             raw_elapsed.as_secs_f64(),
             raw_rate
         );
-        println!("ratio end-to-end / plain insert: {ratio:.3}");
+        println!("ratio end-to-end / {baseline}: {ratio:.3}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fresh databases of one run: SQLite files in the directory, or PostgreSQL scratch
+/// databases on the configured server, dropped again when this goes out of scope.
+struct Scratch {
+    e2e: DbUrl,
+    raw: Vec<DbUrl>,
+    /// PostgreSQL: the configured URL (to drop from) and the names created.
+    created: Option<(svoi_store::PgUrl, Vec<String>, svoi_store::StoreOptions)>,
+}
+
+impl Scratch {
+    fn new(
+        url: &DbUrl,
+        dir: &std::path::Path,
+        options: &svoi_store::StoreOptions,
+    ) -> Result<Scratch> {
+        match url {
+            DbUrl::Sqlite(_) => {
+                let e2e = dir.join("bench-ingest.db");
+                let raw: Vec<std::path::PathBuf> = (1..=RAW_ROUNDS)
+                    .map(|i| dir.join(format!("bench-insert-{i}.db")))
+                    .collect();
+                for path in std::iter::once(&e2e).chain(&raw) {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                    }
+                }
+                Ok(Scratch {
+                    e2e: DbUrl::Sqlite(e2e),
+                    raw: raw.into_iter().map(DbUrl::Sqlite).collect(),
+                    created: None,
+                })
+            }
+            DbUrl::Postgres(pg) => {
+                let pid = std::process::id();
+                let mut scratch = Scratch {
+                    e2e: url.clone(),
+                    raw: Vec::new(),
+                    created: Some((pg.clone(), Vec::new(), options.clone())),
+                };
+                let names: Vec<String> = std::iter::once(format!("svoi_bench_{pid}_ingest"))
+                    .chain((1..=RAW_ROUNDS).map(|i| format!("svoi_bench_{pid}_copy_{i}")))
+                    .collect();
+                for (i, name) in names.iter().enumerate() {
+                    let created =
+                        svoi_store::pg_create_database(pg, name, options).with_context(|| {
+                            format!("cannot create the scratch database {name} on {pg}")
+                        })?;
+                    if let Some((_, list, _)) = &mut scratch.created {
+                        list.push(name.clone());
+                    }
+                    if i == 0 {
+                        scratch.e2e = DbUrl::Postgres(created);
+                    } else {
+                        scratch.raw.push(DbUrl::Postgres(created));
+                    }
+                }
+                Ok(scratch)
+            }
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some((url, names, options)) = &self.created {
+            for name in names {
+                if let Err(e) = svoi_store::pg_drop_database(url, name, options) {
+                    eprintln!("warning: cannot drop the scratch database {name}: {e}");
+                }
+            }
+        }
+    }
 }

@@ -33,27 +33,38 @@ pub fn store_options(loaded: &Loaded) -> Result<(DbUrl, StoreOptions)> {
         })?,
         busy_timeout: loaded.config.sqlite.busy_timeout,
         background_checkpoint: false,
+        postgres: svoi_store::PgOptions {
+            connect_timeout: loaded.config.postgres.connect_timeout,
+            statement_timeout: loaded.config.postgres.statement_timeout,
+            ..svoi_store::PgOptions::default()
+        },
     };
     Ok((url, options))
 }
 
-/// Opens the store for a long-running writer, with its WAL checkpoints on a thread of their
-/// own so that commits (and the acknowledgements waiting on them) never stall on one.
-pub fn open_writer_store(loaded: &Loaded) -> Result<(Store, svoi_store::CheckpointerHandle)> {
+/// Opens the store for a long-running writer. On SQLite its WAL checkpoints run on a thread of
+/// their own (the returned handle) so that commits, and the acknowledgements waiting on them,
+/// never stall on one; PostgreSQL checkpoints by itself.
+pub fn open_writer_store(
+    loaded: &Loaded,
+) -> Result<(Store, Option<svoi_store::CheckpointerHandle>)> {
     let (url, mut options) = store_options(loaded)?;
     options.background_checkpoint = true;
     let store =
         Store::open(&url, &options).with_context(|| format!("cannot open database {url}"))?;
+    let DbUrl::Sqlite(path) = &url else {
+        return Ok((store, None));
+    };
     let checkpointer = svoi_store::Checkpointer::open(&url, &options)
         .and_then(|c| {
             c.spawn(CHECKPOINT_INTERVAL)
                 .map_err(|e| svoi_store::StoreError::Io {
-                    path: store.path().to_path_buf(),
+                    path: path.clone(),
                     source: e,
                 })
         })
         .with_context(|| format!("cannot start the checkpointer of {url}"))?;
-    Ok((store, checkpointer))
+    Ok((store, Some(checkpointer)))
 }
 
 /// How often the background checkpointer copies the WAL into the database file.

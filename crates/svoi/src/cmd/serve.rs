@@ -33,7 +33,7 @@ pub struct Args {
 }
 
 /// Read connections the API keeps open on SQLite (reads run on the blocking pool; WAL lets
-/// them proceed beside the writer).
+/// them proceed beside the writer). PostgreSQL's come from `postgres.pool_size`.
 const API_READERS: usize = 4;
 
 /// How long the HTTP side gets to finish in-flight requests after the device side stopped.
@@ -52,7 +52,13 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
     }
     let (store, checkpointer) = crate::cmd::open_writer_store(loaded)?;
     let (url, options) = crate::cmd::store_options(loaded)?;
-    let reader = svoi_store::Reader::open(&url, &options, API_READERS)
+    let readers = match url {
+        svoi_store::DbUrl::Sqlite(_) => API_READERS,
+        svoi_store::DbUrl::Postgres(_) => loaded.config.postgres.pool_size,
+    };
+    // The URL as logged: a PostgreSQL password shows as ***.
+    let url_shown = url.to_string();
+    let reader = svoi_store::Reader::open(&url, &options, readers)
         .with_context(|| format!("cannot open read connections on {url}"))?;
     let metrics = crate::metrics::install()?;
     let config = ingest_config(loaded);
@@ -111,7 +117,7 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
         info!(
             listen = %server.local_addr(),
             api = %api_addr,
-            db = %loaded.config.db,
+            db = %url_shown,
             synchronous = %loaded.config.sqlite.synchronous,
             version = env!("CARGO_PKG_VERSION"),
             "svoi serving devices"
@@ -171,7 +177,7 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
                 "grace period over; unanswered frames will be resent by their devices"
             );
         }
-        let failed = checkpointer.stop();
+        let failed = checkpointer.map_or(0, svoi_store::CheckpointerHandle::stop);
         if failed > 0 {
             warn!(
                 failed,

@@ -43,6 +43,9 @@ pub(super) const KEYS: &[Key] = &[
     key!("api.metrics_listen" = "", OptionalAddr => api.metrics_listen),
     key!("sqlite.synchronous" = "full", Synchronous => sqlite.synchronous),
     key!("sqlite.busy_timeout" = "5s", Positive => sqlite.busy_timeout),
+    key!("postgres.pool_size" = "8", Count<1> => postgres.pool_size),
+    key!("postgres.connect_timeout" = "5s", Positive => postgres.connect_timeout),
+    key!("postgres.statement_timeout" = "30s", Positive => postgres.statement_timeout),
     key!("log.format" = "text", Format => log.format),
     key!("log.level" = "info", Filter => log.level),
 ];
@@ -104,7 +107,12 @@ impl Kind for DbUrl {
 
     fn parse(raw: &str) -> Result<String, String> {
         match DB_SCHEMES.iter().find(|s| raw.starts_with(**s)) {
-            Some(scheme) if raw.len() > scheme.len() => Ok(raw.to_string()),
+            // The store's own parser: a URL refused here is refused at start, naming the line,
+            // rather than when the server first connects. Its errors hide passwords.
+            Some(scheme) if raw.len() > scheme.len() => raw
+                .parse::<svoi_store::DbUrl>()
+                .map(|_| raw.to_string())
+                .map_err(|e| e.to_string()),
             Some(scheme) => Err(format!("database url {scheme:?} names no database")),
             // The URL is not echoed: a mistyped PostgreSQL URL may still carry a password.
             None => Err(

@@ -100,6 +100,9 @@ fn key_names_and_variables_are_the_documented_interface() {
             "api.metrics_listen",
             "sqlite.synchronous",
             "sqlite.busy_timeout",
+            "postgres.pool_size",
+            "postgres.connect_timeout",
+            "postgres.statement_timeout",
             "log.format",
             "log.level",
         ]
@@ -139,6 +142,9 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ),
     ("sqlite.synchronous", ["off", "normal", "extra"]),
     ("sqlite.busy_timeout", ["1s", "2s", "3s"]),
+    ("postgres.pool_size", ["1", "2", "3"]),
+    ("postgres.connect_timeout", ["1s", "2s", "3s"]),
+    ("postgres.statement_timeout", ["1s", "2s", "3s"]),
     ("log.format", ["json", "text", "json"]),
     ("log.level", ["debug", "warn", "svoi=trace"]),
 ];
@@ -548,8 +554,8 @@ fn render_shows_values_and_sources_aligned_in_table_order() {
         lines[3].starts_with("ingest.idle_timeout = \"10m\" "),
         "{text}"
     );
-    assert!(lines[14].starts_with("log.format = \"json\" "), "{text}");
-    assert!(lines[14].ends_with("  # flag:--log-format"), "{text}");
+    assert!(lines[17].starts_with("log.format = \"json\" "), "{text}");
+    assert!(lines[17].ends_with("  # flag:--log-format"), "{text}");
     let columns: Vec<usize> = lines.iter().map(|l| l.find("  # ").unwrap()).collect();
     assert!(columns.iter().all(|c| *c == columns[0]), "aligned: {text}");
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::Row;
 
-use super::Store;
+use super::SqliteStore;
 use crate::{FrameStatus, LayoutKey, StoreError};
 
 /// Row counts of the main tables.
@@ -71,7 +71,7 @@ pub struct StoredFrame {
     pub device_id: Option<u32>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Row counts of the main tables.
     pub fn counts(&self) -> Result<TableCounts, StoreError> {
         let count = |table: &str| -> Result<u64, StoreError> {

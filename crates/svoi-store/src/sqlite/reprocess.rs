@@ -4,7 +4,7 @@
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
-use super::Store;
+use super::SqliteStore;
 use super::write::{Writer, bind_core};
 use crate::{FrameRow, FrameStatus, RecordKind, RecordRow, StoreError};
 
@@ -160,7 +160,7 @@ fn take_match(old: &mut [OldRow], key: Key) -> Option<i64> {
     Some(row.id)
 }
 
-impl Store {
+impl SqliteStore {
     /// Replaces what was decoded from archived frames by a new decode. Each update is a
     /// `raw_frames.id` and the [`FrameRow`] freshly decoded from that frame's bytes; all
     /// updates run in one transaction, all or nothing.

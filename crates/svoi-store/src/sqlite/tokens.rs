@@ -4,12 +4,12 @@
 
 use rusqlite::ffi;
 
-use super::Store;
+use super::SqliteStore;
 use super::write::now_us;
 use crate::reader::{token_record, token_select};
 use crate::{NewToken, StoreError, TokenRecord};
 
-impl Store {
+impl SqliteStore {
     /// Inserts; an active token with the same name -> [`StoreError::TokenExists`] (message
     /// "a token named {name:?} exists: revoke it first").
     ///
