@@ -52,8 +52,9 @@ pub(crate) fn wait<F: Future>(future: F) -> F::Output {
 
 /// Opens a connection: connect timeout, keepalives and application name from `opts`, the
 /// connection task spawned on the shared runtime, then the session settings every SVOI
-/// connection runs with (UTC, the statement timeout, and `synchronous_commit = on`, so that a
-/// commit the store reports is on the server's disk whatever the server's default says).
+/// connection runs with (UTC, the statement timeout, `synchronous_commit = on`, so that a
+/// commit the store reports is on the server's disk whatever the server's default says, and
+/// no NOTICEs such as "relation already exists, skipping" in the server's log).
 pub(crate) fn connect(url: &PgUrl, opts: &StoreOptions) -> Result<Client, StoreError> {
     let mut config = url.config()?;
     config
@@ -84,7 +85,8 @@ pub(crate) fn connect(url: &PgUrl, opts: &StoreOptions) -> Result<Client, StoreE
     })??;
     let timeout_ms = opts.postgres.statement_timeout.as_millis().max(1);
     wait(client.batch_execute(&format!(
-        "SET TIME ZONE 'UTC'; SET synchronous_commit = on; SET statement_timeout = {timeout_ms}"
+        "SET TIME ZONE 'UTC'; SET synchronous_commit = on; SET statement_timeout = {timeout_ms}; \
+         SET client_min_messages = warning"
     )))?;
     Ok(client)
 }

@@ -58,6 +58,10 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
     };
     // The URL as logged: a PostgreSQL password shows as ***.
     let url_shown = url.to_string();
+    let durability = match url {
+        svoi_store::DbUrl::Sqlite(_) => format!("synchronous={}", loaded.config.sqlite.synchronous),
+        svoi_store::DbUrl::Postgres(_) => "synchronous_commit=on".to_owned(),
+    };
     let reader = svoi_store::Reader::open(&url, &options, readers)
         .with_context(|| format!("cannot open read connections on {url}"))?;
     let metrics = crate::metrics::install()?;
@@ -118,7 +122,7 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
             listen = %server.local_addr(),
             api = %api_addr,
             db = %url_shown,
-            synchronous = %loaded.config.sqlite.synchronous,
+            durability = %durability,
             version = env!("CARGO_PKG_VERSION"),
             "svoi serving devices"
         );

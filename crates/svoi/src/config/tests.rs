@@ -355,6 +355,13 @@ fn bad_database_url_is_rejected_without_echoing_it() {
     assert!(err.starts_with("config PATH line 1:6: key \"db\": database url must start with"));
     assert!(!err.contains("hunter2"), "{err}");
     assert!(file_error("db = \"sqlite:\"\n").contains("names no database"));
+    // A PostgreSQL URL is checked by the store's parser at load time, without its password.
+    for bad in ["postgres://u:pw@host", "postgres://u:pw@host:99999/x"] {
+        let e = file_error(&format!("\ndb = \"{bad}\"\n"));
+        assert!(e.contains("line 2:6"), "{e}");
+        assert!(e.contains("bad database url"), "{e}");
+        assert!(!e.contains("pw"), "{e}");
+    }
 }
 
 #[test]
