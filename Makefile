@@ -31,8 +31,8 @@ bench: ## Criterion benchmarks: decode throughput and store batch inserts
 	cargo bench -p svoi-proto --bench decode
 	cargo bench -p svoi-store --bench insert
 
-bench-ingest: ## End-to-end durable ingest vs. plain insert of the same rows (svoi bench ingest)
-	$(SVOI) bench ingest
+bench-ingest: ## End-to-end durable ingest vs. plain insert / COPY of the same rows (DB=postgres://... for PostgreSQL)
+	$(SVOI) $(if $(DB),--db $(DB)) bench ingest
 
 fuzz: ## Fuzz the framer and decoder for FUZZ_SECONDS (needs nightly + cargo-fuzz)
 	cargo +nightly fuzz run decode -- -max_total_time=$(FUZZ_SECONDS)

@@ -96,20 +96,28 @@ pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// An embedded PostgreSQL migration failed; its transaction was rolled back.
-    #[error("migration {version} failed: {source}")]
+    #[error("migration {version} failed: {}", pg_message(.cause))]
     PgMigration {
         /// The migration's version.
         version: u32,
-        /// What PostgreSQL said.
-        source: tokio_postgres::Error,
+        /// What PostgreSQL said (in the message, not repeated as a `source`).
+        cause: tokio_postgres::Error,
     },
-    /// Any other PostgreSQL failure, connecting included.
+    /// Any other PostgreSQL failure, connecting included. The message carries the whole
+    /// story (server message and SQLSTATE, or the client's error and its cause), so the client
+    /// error is not also given as the `source` (callers printing the chain would repeat it).
     #[error("postgres: {}", pg_message(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
 }
 
-/// The server's message with its detail and hint when PostgreSQL sent one, else the client's
-/// error and its cause (`tokio_postgres::Error`'s own text omits the cause of a failed connect).
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
+
+/// The server's message and SQLSTATE with its detail when PostgreSQL sent one, else the
+/// client's error with its cause (named once).
 fn pg_message(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut text = format!("{} ({})", db.message(), db.code().code());
@@ -119,9 +127,10 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
         }
         return text;
     }
+    let text = e.to_string();
     match std::error::Error::source(e) {
-        Some(cause) => format!("{e}: {cause}"),
-        None => e.to_string(),
+        Some(cause) if !text.contains(&cause.to_string()) => format!("{text}: {cause}"),
+        _ => text,
     }
 }
 

@@ -59,8 +59,7 @@ fn apply(client: &mut Client, known: u32) -> Result<(), StoreError> {
                  applied_at timestamptz NOT NULL DEFAULT now()
              )",
         ))?;
-        wait(tx.batch_execute(sql))
-            .map_err(|source| StoreError::PgMigration { version, source })?;
+        wait(tx.batch_execute(sql)).map_err(|cause| StoreError::PgMigration { version, cause })?;
         let v = i32::try_from(version)
             .map_err(|_| StoreError::Corrupt(format!("migration {version} out of range")))?;
         wait(tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&v]))?;
