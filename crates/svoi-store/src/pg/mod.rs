@@ -26,23 +26,23 @@ pub(crate) use partition::Partitioned;
 
 use crate::{CommitReceipt, FrameRow, LayoutKey, PgUrl, RecordRow, StoreError, StoreOptions};
 
-/// The runtime the connection tasks run on.
+/// The runtime the connection tasks run on, built once. Built inside `get_or_init`, so that
+/// threads racing to the first connection never build a second runtime only to drop it (a
+/// runtime dropped on an async thread panics).
 fn runtime() -> Result<&'static tokio::runtime::Runtime, StoreError> {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    if let Some(rt) = RUNTIME.get() {
-        return Ok(rt);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("svoi-postgres")
-        .enable_all()
-        .build()
-        .map_err(|source| StoreError::Io {
-            path: "postgres runtime".into(),
-            source,
-        })?;
-    // Another thread may have won the race; its runtime is the one kept.
-    Ok(RUNTIME.get_or_init(|| rt))
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    let built = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("svoi-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    built.as_ref().map_err(|e| StoreError::Io {
+        path: "postgres runtime".into(),
+        source: std::io::Error::other(e.clone()),
+    })
 }
 
 /// Waits for a client future on the calling thread.
