@@ -21,6 +21,7 @@ mod pool;
 mod query;
 mod reader;
 mod receipt;
+mod reprocess;
 mod rows;
 mod sqlite;
 mod store;
@@ -36,11 +37,12 @@ pub use query::{
 };
 pub use reader::Reader;
 pub use receipt::{CommitReceipt, CommitStats};
+pub use reprocess::ReprocessStats;
 pub use rows::{
     DecodedRecord, DeviceUpdate, ExtRecordRow, FrameRow, FrameStatus, LayoutKey, RecordKind,
     RecordRow,
 };
-pub use sqlite::{FrameFilter, RecordKey, ReprocessStats, StoredFrame, TableCounts};
+pub use sqlite::{FrameFilter, RecordKey, StoredFrame, TableCounts};
 pub use store::Store;
 pub use url::{DbUrl, PgUrl};
 

@@ -155,3 +155,43 @@ pub struct FrameRow {
     /// Decoded additional records.
     pub ext_records: Vec<ExtRecordRow>,
 }
+
+impl DeviceUpdate {
+    /// The enabled field list as stored in `devices.fields`: a JSON array of field numbers,
+    /// `[1,2,3]`.
+    pub(crate) fn fields_json(&self) -> Option<String> {
+        self.fields.as_deref().map(|fields| {
+            let items: Vec<String> = fields.iter().map(u8::to_string).collect();
+            format!("[{}]", items.join(","))
+        })
+    }
+}
+
+/// Now, Unix microseconds (0 if the clock is before 1970): the receive and creation times the
+/// store stamps.
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_field_list_is_a_json_array() {
+        let update = |fields: Option<Vec<u8>>| DeviceUpdate {
+            device_id: 1,
+            layout: None,
+            fields,
+        };
+        assert_eq!(update(None).fields_json(), None);
+        assert_eq!(update(Some(vec![])).fields_json().as_deref(), Some("[]"));
+        assert_eq!(update(Some(vec![1])).fields_json().as_deref(), Some("[1]"));
+        assert_eq!(
+            update(Some(vec![1, 2, 255])).fields_json().as_deref(),
+            Some("[1,2,255]")
+        );
+    }
+}

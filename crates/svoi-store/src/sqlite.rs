@@ -1,5 +1,5 @@
 //! `SqliteStore`: one SQLite connection in WAL mode, its settings, the embedded migrations, and the
-//! batch commit that turns frames into rows and a [`CommitReceipt`].
+//! batch commit that turns frames into rows (the [`crate::Store`] makes the receipt).
 //!
 //! The submodules split the rest of the work: `write` holds the insert statements shared by
 //! commit and reprocess, `read` the queries, `reprocess` the re-decode diff, `tokens` the API
@@ -18,13 +18,13 @@ use rusqlite::Connection;
 
 pub(crate) use read::parse_status;
 pub use read::{FrameFilter, RecordKey, StoredFrame, TableCounts};
-pub use reprocess::ReprocessStats;
 
+use crate::rows::now_us;
 use crate::{
-    CommitReceipt, CommitStats, FrameRow, FrameStatus, LayoutKey, RecordKind, RecordRow,
-    StoreError, StoreOptions, migrate,
+    CommitStats, FrameRow, FrameStatus, LayoutKey, RecordKind, RecordRow, StoreError, StoreOptions,
+    migrate,
 };
-use write::{Writer, apply_device_update, now_us, resolve_device, resolve_layout};
+use write::{Writer, apply_device_update, resolve_device, resolve_layout};
 
 /// A handle on the database: one SQLite connection (so one writer), with in-memory caches of
 /// device and layout ids. `Send`, not `Sync`: give it to one thread (the batch writer) and
@@ -33,8 +33,6 @@ use write::{Writer, apply_device_update, now_us, resolve_device, resolve_layout}
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
-    /// Number of the last successful commit of this handle (0 before the first).
-    batch_no: u64,
     /// IMEI → `devices.id`. Cleared on rollback: a rolled-back insert's id may be reused.
     devices: HashMap<Arc<str>, i64>,
     /// Layout → `layouts.id`. Cleared on rollback, like `devices`.
@@ -94,7 +92,6 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
-            batch_no: 0,
             devices: HashMap::new(),
             layouts: HashMap::new(),
             touched: HashMap::new(),
@@ -111,35 +108,18 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Stores `frames` and everything decoded from them in one transaction (`BEGIN IMMEDIATE`
-    /// … `COMMIT`), all or nothing, and returns the receipt that lets ingest acknowledge them.
-    ///
-    /// The batch is validated before anything is written: a frame with records but no IMEI
-    /// fails the whole batch with [`StoreError::Invalid`]. Archive and alarm records are
-    /// deduplicated on (device, record index, event time): a resent record is counted in
-    /// [`CommitStats::duplicates`], not stored again. A record whose index or event time is
-    /// unknown cannot be deduplicated (SQLite treats NULLs as distinct) and is stored each
-    /// time. A record without a valid fix is stored like any other. On error the transaction
-    /// is rolled back and no receipt exists.
-    pub fn commit(&mut self, frames: &[FrameRow]) -> Result<CommitReceipt, StoreError> {
-        validate(frames)?;
-        let stats = self.in_transaction(|store| store.write_batch(frames))?;
-        self.batch_no += 1;
-        let seqs = frames.iter().map(|frame| frame.seq).collect();
-        Ok(CommitReceipt::new(self.batch_no, seqs, stats))
+    /// [`crate::Store::commit`] after validation: the batch in one `BEGIN IMMEDIATE` …
+    /// `COMMIT`, all or nothing. SQLite treats NULLs as distinct in the deduplication key.
+    pub(crate) fn write(&mut self, frames: &[FrameRow]) -> Result<CommitStats, StoreError> {
+        self.in_transaction(|store| store.write_batch(frames))
     }
 
-    /// [`Store::insert_records_direct`] for several devices in one transaction: the baseline
-    /// `svoi bench ingest` compares end-to-end ingest with.
-    pub fn insert_records_direct_many(
+    /// [`crate::Store::insert_records_direct_many`]: one prepared insert per row, in one
+    /// transaction; a duplicate key is skipped.
+    pub(crate) fn insert_records_direct_many(
         &mut self,
         devices: &[(&str, &[RecordRow])],
     ) -> Result<u64, StoreError> {
-        if devices.iter().any(|(imei, _)| imei.is_empty()) {
-            return Err(StoreError::Invalid(
-                "records need a non-empty imei".to_owned(),
-            ));
-        }
         let received_at_us = now_us();
         self.in_transaction(|store| {
             let SqliteStore {
@@ -223,7 +203,7 @@ impl SqliteStore {
             if frame.records.is_empty() && frame.ext_records.is_empty() {
                 continue;
             }
-            let device = device.ok_or_else(|| no_imei(frame))?;
+            let device = device.ok_or_else(|| crate::store::no_imei(frame))?;
             for record in &frame.records {
                 match record.kind {
                     RecordKind::Archive => {
@@ -271,48 +251,6 @@ impl SqliteStore {
         }
         Ok(stats)
     }
-}
-
-/// Checks a batch before anything is written, so that a bad frame stores nothing.
-pub(crate) fn validate(frames: &[FrameRow]) -> Result<(), StoreError> {
-    for frame in frames {
-        match &frame.imei {
-            None if !frame.records.is_empty() || !frame.ext_records.is_empty() => {
-                return Err(no_imei(frame));
-            }
-            None if frame.device.is_some() => {
-                return Err(StoreError::Invalid(format!(
-                    "frame seq {} carries a device update but no imei",
-                    frame.seq
-                )));
-            }
-            Some(imei) if imei.is_empty() => {
-                return Err(StoreError::Invalid(format!(
-                    "frame seq {} has an empty imei",
-                    frame.seq
-                )));
-            }
-            _ => {}
-        }
-        if i64::try_from(frame.conn_id).is_err() {
-            return Err(StoreError::Invalid(format!(
-                "frame seq {} has connection id {} beyond the storable range",
-                frame.seq, frame.conn_id
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The error for decoded rows that have no device to belong to.
-fn no_imei(frame: &FrameRow) -> StoreError {
-    StoreError::Invalid(format!(
-        "frame seq {} carries {} records and {} additional records but no imei: \
-         records need a device",
-        frame.seq,
-        frame.records.len(),
-        frame.ext_records.len()
-    ))
 }
 
 #[cfg(test)]
@@ -393,7 +331,7 @@ mod tests {
             records: Vec::new(),
             ext_records: Vec::new(),
         };
-        let _ = store.commit(std::slice::from_ref(&frame)).unwrap();
+        let _ = store.write(std::slice::from_ref(&frame)).unwrap();
         assert_eq!(store.devices.len(), 1);
         assert_eq!(store.layouts.len(), 1);
         // Make the next raw frame insert fail inside the transaction.
@@ -405,7 +343,7 @@ mod tests {
             )
             .unwrap();
         frame.kind = Arc::from("boom");
-        assert!(store.commit(std::slice::from_ref(&frame)).is_err());
+        assert!(store.write(std::slice::from_ref(&frame)).is_err());
         assert!(store.devices.is_empty());
         assert!(store.layouts.is_empty());
         assert!(store.conn.is_autocommit(), "transaction left open");

@@ -18,6 +18,8 @@ use crate::{
 #[derive(Debug)]
 pub struct Store {
     backend: Backend,
+    /// Number of the last successful commit of this handle (0 before the first).
+    batch_no: u64,
 }
 
 #[derive(Debug)]
@@ -40,7 +42,10 @@ impl Store {
             DbUrl::Sqlite(path) => Backend::Sqlite(Box::new(SqliteStore::open(path, opts)?)),
             DbUrl::Postgres(url) => Backend::Postgres(Box::new(PgStore::open(url, opts)?)),
         };
-        Ok(Store { backend })
+        Ok(Store {
+            backend,
+            batch_no: 0,
+        })
     }
 
     /// The applied schema version.
@@ -80,10 +85,14 @@ impl Store {
     /// ([`StoreError::is_retryable`]: busy, I/O, PostgreSQL unreachable or restarting) may
     /// succeed on the next call, which on PostgreSQL reconnects first.
     pub fn commit(&mut self, frames: &[FrameRow]) -> Result<CommitReceipt, StoreError> {
-        match &mut self.backend {
-            Backend::Sqlite(s) => s.commit(frames),
-            Backend::Postgres(s) => s.commit(frames),
-        }
+        validate(frames)?;
+        let stats = match &mut self.backend {
+            Backend::Sqlite(s) => s.write(frames)?,
+            Backend::Postgres(s) => s.write(frames)?,
+        };
+        self.batch_no += 1;
+        let seqs = frames.iter().map(|frame| frame.seq).collect();
+        Ok(CommitReceipt::new(self.batch_no, seqs, stats))
     }
 
     /// Inserts `rows` straight into `records` for the device `imei` in one transaction,
@@ -106,6 +115,11 @@ impl Store {
         &mut self,
         devices: &[(&str, &[RecordRow])],
     ) -> Result<u64, StoreError> {
+        if devices.iter().any(|(imei, _)| imei.is_empty()) {
+            return Err(StoreError::Invalid(
+                "records need a non-empty imei".to_owned(),
+            ));
+        }
         match &mut self.backend {
             Backend::Sqlite(s) => s.insert_records_direct_many(devices),
             Backend::Postgres(s) => s.insert_records_direct_many(devices),
@@ -191,4 +205,46 @@ impl Store {
             Backend::Postgres(s) => s.revoke_token(name),
         }
     }
+}
+
+/// Checks a batch before anything is written, so that a bad frame stores nothing.
+pub(crate) fn validate(frames: &[FrameRow]) -> Result<(), StoreError> {
+    for frame in frames {
+        match &frame.imei {
+            None if !frame.records.is_empty() || !frame.ext_records.is_empty() => {
+                return Err(no_imei(frame));
+            }
+            None if frame.device.is_some() => {
+                return Err(StoreError::Invalid(format!(
+                    "frame seq {} carries a device update but no imei",
+                    frame.seq
+                )));
+            }
+            Some(imei) if imei.is_empty() => {
+                return Err(StoreError::Invalid(format!(
+                    "frame seq {} has an empty imei",
+                    frame.seq
+                )));
+            }
+            _ => {}
+        }
+        if i64::try_from(frame.conn_id).is_err() {
+            return Err(StoreError::Invalid(format!(
+                "frame seq {} has connection id {} beyond the storable range",
+                frame.seq, frame.conn_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The error for decoded rows that have no device to belong to.
+pub(crate) fn no_imei(frame: &FrameRow) -> StoreError {
+    StoreError::Invalid(format!(
+        "frame seq {} carries {} records and {} additional records but no imei: \
+         records need a device",
+        frame.seq,
+        frame.records.len(),
+        frame.ext_records.len()
+    ))
 }

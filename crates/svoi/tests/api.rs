@@ -13,27 +13,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{BIN, free_addr, serve_api, sigterm, sim};
+use util::{BIN, client, free_addr, serve_api, sigterm, sim};
 
-/// A blocking HTTP client that returns 4xx and 5xx answers instead of failing on them.
-fn client() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-/// GET `path`; the status and the body text.
+/// GET `path` on the API at `api`; the status and the body text.
 fn get(agent: &ureq::Agent, api: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut req = agent.get(format!("http://{api}{path}"));
-    if let Some(t) = token {
-        req = req.header("Authorization", &format!("Bearer {t}"));
-    }
-    let mut resp = req.call().unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.body_mut().read_to_string().unwrap();
-    (status, body)
+    util::get(agent, &format!("http://{api}{path}"), token)
 }
 
 fn get_json(agent: &ureq::Agent, api: SocketAddr, path: &str, token: &str) -> Value {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{free_addr, serve_api, sigterm, sim, wait_for};
+use util::{client, free_addr, serve_api, sigterm, sim, sim_report, wait_for};
 
 /// A stored or acknowledged record: IMEI, record index, event time.
 type Key = (String, i64, i64);
@@ -83,30 +83,14 @@ fn fleet(addr: SocketAddr, args: &[&str]) -> Child {
 fn finished(mut fleet: Child, limit: Duration) -> serde_json::Value {
     let status = wait_for(&mut fleet, limit);
     let out = fleet.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "sim printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report = sim_report(&out);
     assert!(status.success(), "sim failed: {report}");
     report
 }
 
-/// `GET url`, its status and body (no error for non-2xx).
+/// `GET url` without a token.
 fn get(url: &str) -> (u16, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    match agent.get(url).call() {
-        Ok(mut r) => (
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        ),
-        Err(e) => (0, e.to_string()),
-    }
+    util::get(&client(), url, None)
 }
 
 /// Two servers on one database. One fleet (4 devices) stays on server 1 throughout. The
@@ -198,18 +182,9 @@ fn two_servers_share_one_database_and_a_device_moves_between_them() {
     let token = String::from_utf8(out.stdout).unwrap();
     let token = token.lines().last().unwrap().trim().to_owned();
     for api in [api1, api2] {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let body = agent
-            .get(format!("http://{api}/api/v1/devices?limit=100"))
-            .header("Authorization", format!("Bearer {token}"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
+        let url = format!("http://{api}/api/v1/devices?limit=100");
+        let (status, body) = util::get(&client(), &url, Some(&token));
+        assert_eq!(status, 200, "{api}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
             v["items"].as_array().map(Vec::len),

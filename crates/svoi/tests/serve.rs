@@ -13,7 +13,7 @@ use rand::Rng;
 
 mod util;
 
-use util::{BIN, free_addr, serve, serve_with, sigterm, sim, wait_for};
+use util::{BIN, free_addr, serve, serve_with, sigterm, sim, sim_report, wait_for};
 
 #[test]
 fn readme_serve_on_the_embedded_default_takes_a_fleet() {
@@ -24,12 +24,7 @@ fn readme_serve_on_the_embedded_default_takes_a_fleet() {
     let out = sim(addr, &["--devices", "100", "--records", "1000"])
         .output()
         .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "sim printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report = sim_report(&out);
     assert!(out.status.success(), "sim failed: {report}");
     assert_eq!(report["records_acked"], 100_000, "{report}");
     let status = sigterm(&mut server);
@@ -109,12 +104,7 @@ fn crash_under_load(env: &[(&str, &str)]) {
     let mut server = serve_with(dir.path(), Some(&db), addr, &log, env);
     let status = wait_for(&mut fleet, Duration::from_secs(120));
     let out = fleet.wait_with_output().unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "sim printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report = sim_report(&out);
     assert!(status.success(), "sim: {report}");
     assert!(
         report["reconnects"].as_u64().unwrap() > 0,

@@ -24,7 +24,7 @@ use tokio_postgres::{Client, NoTls};
 
 pub(crate) use partition::Partitioned;
 
-use crate::{CommitReceipt, FrameRow, LayoutKey, PgUrl, RecordRow, StoreError, StoreOptions};
+use crate::{CommitStats, FrameRow, LayoutKey, PgUrl, RecordRow, StoreError, StoreOptions};
 
 /// The runtime the connection tasks run on, built once. Built inside `get_or_init`, so that
 /// threads racing to the first connection never build a second runtime only to drop it (a
@@ -97,8 +97,6 @@ pub(crate) struct PgStore {
     url: PgUrl,
     opts: StoreOptions,
     client: Option<Client>,
-    /// Number of the last successful commit of this handle (0 before the first).
-    pub(crate) batch_no: u64,
     /// IMEI → `devices.id`. Cleared on rollback: a rolled-back insert's id does not exist.
     pub(crate) devices: HashMap<Arc<str>, i64>,
     /// Layout → `layouts.id`. Cleared on rollback, like `devices`.
@@ -113,7 +111,6 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore")
             .field("url", &self.url)
-            .field("batch_no", &self.batch_no)
             .finish_non_exhaustive()
     }
 }
@@ -129,7 +126,6 @@ impl PgStore {
             url: url.clone(),
             opts: opts.clone(),
             client: Some(client),
-            batch_no: 0,
             devices: HashMap::new(),
             layouts: HashMap::new(),
             partitions: HashSet::new(),
@@ -161,15 +157,11 @@ impl PgStore {
         }
     }
 
-    /// [`crate::Store::commit`]: partitions first (each in a short transaction of its own),
-    /// then the batch in one transaction.
-    pub(crate) fn commit(&mut self, frames: &[FrameRow]) -> Result<CommitReceipt, StoreError> {
-        crate::sqlite::validate(frames)?;
+    /// [`crate::Store::commit`] after validation: partitions first (each in a short
+    /// transaction of its own), then the batch in one transaction.
+    pub(crate) fn write(&mut self, frames: &[FrameRow]) -> Result<CommitStats, StoreError> {
         self.ensure_partitions_for(frames)?;
-        let stats = self.in_transaction(|tx, caches| write::write_batch(tx, caches, frames))?;
-        self.batch_no += 1;
-        let seqs = frames.iter().map(|frame| frame.seq).collect();
-        Ok(CommitReceipt::new(self.batch_no, seqs, stats))
+        self.in_transaction(|tx, caches| write::write_batch(tx, caches, frames))
     }
 
     /// [`crate::Store::insert_records_direct_many`]: one binary `COPY`.
@@ -177,12 +169,7 @@ impl PgStore {
         &mut self,
         devices: &[(&str, &[RecordRow])],
     ) -> Result<u64, StoreError> {
-        if devices.iter().any(|(imei, _)| imei.is_empty()) {
-            return Err(StoreError::Invalid(
-                "records need a non-empty imei".to_owned(),
-            ));
-        }
-        let now = write::now_us();
+        let now = crate::rows::now_us();
         let mut months: Vec<i64> = devices
             .iter()
             .flat_map(|(_, rows)| rows.iter().filter_map(|r| r.event_time))

@@ -1,5 +1,5 @@
-//! Reprocessing on PostgreSQL: the SQLite store's diff by key (see
-//! `crate::sqlite::reprocess`), statement for statement, in one transaction.
+//! Reprocessing on PostgreSQL: the statements of the diff by key in `crate::reprocess`, run in
+//! one transaction.
 //!
 //! `records` has no index on `id` alone (it is partitioned by event time and has no primary
 //! key), so its rows are found by `frame` (index `records_frame`), and every update or delete
@@ -13,11 +13,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Statement, Transaction};
 
 use super::partition::{AHEAD, BACKFILL, month_of};
-use super::write::Prepared;
+use super::write::{CoreRow, Prepared, real};
 use super::{Partitioned, PgStore, wait};
-use crate::{
-    ExtRecordRow, FrameRow, FrameStatus, RecordKind, RecordRow, ReprocessStats, StoreError,
-};
+use crate::reprocess::{FrameHead, FrameOps, Key, reprocess_frames};
+use crate::{ExtRecordRow, FrameRow, RecordKind, RecordRow, ReprocessStats, StoreError};
 
 const SELECT_FRAME: &str = "SELECT f.device, f.received_at_us, f.kind, f.status,
         f.error_reason, f.error, d.imei
@@ -130,110 +129,6 @@ const INSERT_ALARM: &str = "INSERT INTO alarm_events
 const INSERT_DECODE_ERROR: &str = "INSERT INTO decode_errors
     (frame, device, received_at_us, reason, error) VALUES ($1, $2, $3, $4, $5)";
 
-/// The key of a record-shaped row, as stored.
-type Key = (Option<i64>, Option<i64>);
-
-/// A row the frame held before, and whether the new decode has its key.
-struct OldRow {
-    id: i64,
-    key: Key,
-    matched: bool,
-}
-
-/// The key of `row`.
-fn key_of(row: &RecordRow) -> Key {
-    (row.record_index.map(i64::from), row.event_time)
-}
-
-/// Pairs a new row with the first unpaired old row of the same key (NULLs equal: a frame's
-/// own key-less rows are matched in order).
-fn take_match(old: &mut [OldRow], key: Key) -> Option<i64> {
-    let row = old.iter_mut().find(|row| !row.matched && row.key == key)?;
-    row.matched = true;
-    Some(row.id)
-}
-
-/// The sixteen core values of a row, converted to their column types.
-struct Core<'a> {
-    record_index: Option<i64>,
-    event_code: Option<i32>,
-    event_time: Option<i64>,
-    fix_time: Option<i64>,
-    valid: Option<bool>,
-    satellites: Option<i32>,
-    latitude: Option<f64>,
-    longitude: Option<f64>,
-    altitude_m: Option<f64>,
-    speed_kmh: Option<f64>,
-    course: Option<i32>,
-    odometer_km: Option<f64>,
-    power_mv: Option<i32>,
-    battery_mv: Option<i32>,
-    gsm_level: Option<i32>,
-    fields: &'a str,
-}
-
-/// A real value as SQLite stores it: NaN is no value.
-fn real(value: Option<f64>) -> Option<f64> {
-    value.filter(|v| !v.is_nan())
-}
-
-impl<'a> Core<'a> {
-    fn new(row: &'a RecordRow) -> Core<'a> {
-        Core {
-            record_index: row.record_index.map(i64::from),
-            event_code: row.event_code.map(i32::from),
-            event_time: row.event_time,
-            fix_time: row.fix_time,
-            valid: row.valid,
-            satellites: row.satellites.map(i32::from),
-            latitude: real(row.latitude),
-            longitude: real(row.longitude),
-            altitude_m: real(row.altitude_m),
-            speed_kmh: real(row.speed_kmh),
-            course: row.course.map(i32::from),
-            odometer_km: real(row.odometer_km),
-            power_mv: row.power_mv.map(i32::from),
-            battery_mv: row.battery_mv.map(i32::from),
-            gsm_level: row.gsm_level.map(i32::from),
-            fields: &row.fields_json,
-        }
-    }
-
-    /// The values as statement parameters, in schema order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
-        [
-            &self.record_index,
-            &self.event_code,
-            &self.event_time,
-            &self.fix_time,
-            &self.valid,
-            &self.satellites,
-            &self.latitude,
-            &self.longitude,
-            &self.altitude_m,
-            &self.speed_kmh,
-            &self.course,
-            &self.odometer_km,
-            &self.power_mv,
-            &self.battery_mv,
-            &self.gsm_level,
-            &self.fields,
-        ]
-    }
-}
-
-/// The stored head of a frame being reprocessed.
-struct StoredHead {
-    device: Option<i64>,
-    received_at_us: i64,
-    kind: String,
-    status: String,
-    error_reason: Option<String>,
-    error: Option<String>,
-    imei: Option<String>,
-}
-
 /// One transaction's statements, prepared once per connection.
 struct Session<'t, 'c> {
     tx: &'t Transaction<'c>,
@@ -269,50 +164,94 @@ impl Session<'_, '_> {
         Ok(wait(self.tx.query(&stmt, params))?)
     }
 
-    /// Loads the (id, key) of the rows `frame` holds through `sql` into `old`.
-    fn load_old(
-        &mut self,
-        sql: &'static str,
-        frame: i64,
-        old: &mut Vec<OldRow>,
-    ) -> Result<(), StoreError> {
-        old.clear();
-        for row in self.query(sql, &[&frame])? {
-            old.push(OldRow {
-                id: row.get(0),
-                key: (row.get(1), row.get(2)),
-                matched: false,
-            });
-        }
+    /// The (id, key) of the rows `frame` holds, through `sql`.
+    fn load_old(&mut self, sql: &'static str, frame: i64) -> Result<Vec<(i64, Key)>, StoreError> {
+        let rows = self.query(sql, &[&frame])?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect())
+    }
+}
+
+impl FrameOps for Session<'_, '_> {
+    fn frame_head(&mut self, frame: i64) -> Result<Option<FrameHead>, StoreError> {
+        Ok(self
+            .query(SELECT_FRAME, &[&frame])?
+            .first()
+            .map(|row| FrameHead {
+                device: row.get(0),
+                received_at_us: row.get(1),
+                kind: row.get(2),
+                status: row.get(3),
+                error_reason: row.get(4),
+                error: row.get(5),
+                imei: row.get(6),
+            }))
+    }
+
+    fn update_frame(&mut self, frame: i64, at: i64, new: &FrameRow) -> Result<(), StoreError> {
+        self.execute(
+            UPDATE_FRAME,
+            &[
+                &frame,
+                &&*new.kind,
+                &new.status.as_str(),
+                &new.error_reason,
+                &new.error.as_deref(),
+                &at,
+            ],
+        )?;
         Ok(())
     }
 
-    /// Inserts an archive or alarm record unless its key is stored; returns whether it was.
-    fn insert_record(
-        &mut self,
-        device: i64,
-        frame: i64,
-        source: &'static str,
-        row: &RecordRow,
-        at: i64,
-    ) -> Result<bool, StoreError> {
-        let core = Core::new(row);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&device, &frame, &source];
-        params.extend(core.params());
-        params.push(&at);
-        Ok(self.execute(INSERT_RECORD, &params)? == 1)
+    fn delete_decode_errors(&mut self, frame: i64) -> Result<(), StoreError> {
+        self.execute(DELETE_ERRORS, &[&frame])?;
+        Ok(())
     }
 
-    /// Updates record `id` of `frame` to `row`'s values when they differ; returns whether
-    /// they did.
+    fn insert_decode_error(
+        &mut self,
+        frame: i64,
+        device: Option<i64>,
+        at: i64,
+        new: &FrameRow,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            INSERT_DECODE_ERROR,
+            &[
+                &frame,
+                &device,
+                &at,
+                &new.error_reason,
+                &new.error.as_deref(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_alarms(&mut self, frame: i64) -> Result<(), StoreError> {
+        self.execute(DELETE_ALARMS, &[&frame])?;
+        Ok(())
+    }
+
+    fn delete_current(&mut self, frame: i64) -> Result<(), StoreError> {
+        self.execute(DELETE_CURRENT, &[&frame])?;
+        Ok(())
+    }
+
+    fn old_records(&mut self, frame: i64) -> Result<Vec<(i64, Key)>, StoreError> {
+        self.load_old(OLD_RECORDS, frame)
+    }
+
     fn update_record(
         &mut self,
-        id: i64,
         frame: i64,
+        id: i64,
         source: &'static str,
         row: &RecordRow,
     ) -> Result<bool, StoreError> {
-        let core = Core::new(row);
+        let core = CoreRow::from(row);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &source];
         params.extend(core.params());
         params.push(&frame);
@@ -324,16 +263,42 @@ impl Session<'_, '_> {
         Ok(self.execute(sql, &params)? == 1)
     }
 
-    /// Deletes record `old` of `frame`.
-    fn delete_record(&mut self, old: &OldRow, frame: i64) -> Result<(), StoreError> {
-        match old.key.1 {
-            Some(event_time) => self.execute(DELETE_RECORD_AT, &[&old.id, &frame, &event_time])?,
-            None => self.execute(DELETE_RECORD, &[&old.id, &frame])?,
+    fn insert_record(
+        &mut self,
+        device: i64,
+        frame: i64,
+        source: &'static str,
+        row: &RecordRow,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let core = CoreRow::from(row);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&device, &frame, &source];
+        params.extend(core.params());
+        params.push(&at);
+        Ok(self.execute(INSERT_RECORD, &params)? == 1)
+    }
+
+    fn delete_record(&mut self, frame: i64, id: i64, key: Key) -> Result<(), StoreError> {
+        match key.1 {
+            Some(event_time) => self.execute(DELETE_RECORD_AT, &[&id, &frame, &event_time])?,
+            None => self.execute(DELETE_RECORD, &[&id, &frame])?,
         };
         Ok(())
     }
 
-    /// Inserts an additional record unless its key is stored; returns whether it was.
+    fn old_ext(&mut self, frame: i64) -> Result<Vec<(i64, Key)>, StoreError> {
+        self.load_old(OLD_EXT, frame)
+    }
+
+    fn update_ext(&mut self, id: i64, ext: &ExtRecordRow) -> Result<bool, StoreError> {
+        let core = CoreRow::from(&ext.row);
+        let event_index = ext.event_index.map(i64::from);
+        let struct_version = i32::from(ext.struct_version);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &event_index, &struct_version];
+        params.extend(core.params());
+        Ok(self.execute(UPDATE_EXT, &params)? == 1)
+    }
+
     fn insert_ext(
         &mut self,
         device: i64,
@@ -341,7 +306,7 @@ impl Session<'_, '_> {
         ext: &ExtRecordRow,
         at: i64,
     ) -> Result<bool, StoreError> {
-        let core = Core::new(&ext.row);
+        let core = CoreRow::from(&ext.row);
         let event_index = ext.event_index.map(i64::from);
         let struct_version = i32::from(ext.struct_version);
         let mut params: Vec<&(dyn ToSql + Sync)> =
@@ -351,15 +316,9 @@ impl Session<'_, '_> {
         Ok(self.execute(INSERT_EXT, &params)? == 1)
     }
 
-    /// Updates additional record `id` to `ext`'s values when they differ; returns whether
-    /// they did.
-    fn update_ext(&mut self, id: i64, ext: &ExtRecordRow) -> Result<bool, StoreError> {
-        let core = Core::new(&ext.row);
-        let event_index = ext.event_index.map(i64::from);
-        let struct_version = i32::from(ext.struct_version);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &event_index, &struct_version];
-        params.extend(core.params());
-        Ok(self.execute(UPDATE_EXT, &params)? == 1)
+    fn delete_ext(&mut self, id: i64) -> Result<(), StoreError> {
+        self.execute(DELETE_EXT, &[&id])?;
+        Ok(())
     }
 
     fn insert_alarm(
@@ -394,7 +353,7 @@ impl Session<'_, '_> {
         row: &RecordRow,
         at: i64,
     ) -> Result<(), StoreError> {
-        let core = Core::new(row);
+        let core = CoreRow::from(row);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&device, &frame, &at];
         params.extend(core.params());
         self.execute(INSERT_CURRENT, &params)?;
@@ -429,154 +388,7 @@ impl PgStore {
                 tx,
                 prepared: caches.prepared,
             };
-            reprocess_batch(&mut session, updates)
+            reprocess_frames(&mut session, updates)
         })
     }
-}
-
-/// The body of [`PgStore::reprocess`], inside its transaction.
-fn reprocess_batch(
-    s: &mut Session<'_, '_>,
-    updates: &[(i64, FrameRow)],
-) -> Result<ReprocessStats, StoreError> {
-    let mut stats = ReprocessStats::default();
-    let mut old = Vec::new();
-    for (id, new) in updates {
-        let id = *id;
-        let head = s
-            .query(SELECT_FRAME, &[&id])?
-            .first()
-            .map(|row| StoredHead {
-                device: row.get(0),
-                received_at_us: row.get(1),
-                kind: row.get(2),
-                status: row.get(3),
-                error_reason: row.get(4),
-                error: row.get(5),
-                imei: row.get(6),
-            })
-            .ok_or_else(|| StoreError::Invalid(format!("raw frame {id} does not exist")))?;
-        if let (Some(new_imei), Some(stored_imei)) = (&new.imei, &head.imei)
-            && **new_imei != **stored_imei
-        {
-            return Err(StoreError::Invalid(format!(
-                "reprocess of raw frame {id} names imei {new_imei} but the frame belongs \
-                 to {stored_imei}"
-            )));
-        }
-        stats.frames += 1;
-
-        let status_changed =
-            head.kind != *new.kind || head.status != new.status.as_str() || head.error != new.error;
-        if status_changed {
-            stats.status_changed += 1;
-        }
-        if status_changed || head.error_reason.as_deref() != new.error_reason {
-            s.execute(
-                UPDATE_FRAME,
-                &[
-                    &id,
-                    &&*new.kind,
-                    &new.status.as_str(),
-                    &new.error_reason,
-                    &new.error.as_deref(),
-                    &head.received_at_us,
-                ],
-            )?;
-        }
-
-        s.execute(DELETE_ERRORS, &[&id])?;
-        if new.status != FrameStatus::Ok {
-            s.execute(
-                INSERT_DECODE_ERROR,
-                &[
-                    &id,
-                    &head.device,
-                    &head.received_at_us,
-                    &new.error_reason,
-                    &new.error.as_deref(),
-                ],
-            )?;
-        }
-        s.execute(DELETE_ALARMS, &[&id])?;
-        s.execute(DELETE_CURRENT, &[&id])?;
-
-        let Some(device) = head.device else {
-            // Records need a device, so a frame without one holds none.
-            if new.records.is_empty() && new.ext_records.is_empty() {
-                continue;
-            }
-            return Err(StoreError::Invalid(format!(
-                "raw frame {id} has no device: its {} records and {} additional records \
-                 cannot be stored",
-                new.records.len(),
-                new.ext_records.len()
-            )));
-        };
-        let at = head.received_at_us;
-
-        s.load_old(OLD_RECORDS, id, &mut old)?;
-        for record in &new.records {
-            let source = match record.kind {
-                RecordKind::Archive => "archive",
-                RecordKind::Alarm { .. } => "alarm",
-                RecordKind::Current => continue,
-            };
-            let row = &record.row;
-            match take_match(&mut old, key_of(row)) {
-                Some(old_id) => {
-                    if s.update_record(old_id, id, source, row)? {
-                        stats.records_changed += 1;
-                    } else {
-                        stats.records_unchanged += 1;
-                    }
-                }
-                None => {
-                    if s.insert_record(device, id, source, row, at)? {
-                        stats.records_added += 1;
-                    } else {
-                        stats.duplicates += 1;
-                    }
-                }
-            }
-        }
-        for row in old.iter().filter(|row| !row.matched) {
-            s.delete_record(row, id)?;
-            stats.records_removed += 1;
-        }
-        for record in &new.records {
-            match record.kind {
-                RecordKind::Alarm { event_index } => {
-                    s.insert_alarm(device, id, event_index, &record.row, at)?;
-                }
-                RecordKind::Current => s.insert_current(device, id, &record.row, at)?,
-                RecordKind::Archive => {}
-            }
-        }
-
-        s.load_old(OLD_EXT, id, &mut old)?;
-        for ext in &new.ext_records {
-            match take_match(&mut old, key_of(&ext.row)) {
-                Some(old_id) => {
-                    if s.update_ext(old_id, ext)? {
-                        stats.records_changed += 1;
-                    } else {
-                        stats.records_unchanged += 1;
-                    }
-                }
-                None => {
-                    if s.insert_ext(device, id, ext, at)? {
-                        stats.records_added += 1;
-                    } else {
-                        stats.duplicates += 1;
-                    }
-                }
-            }
-        }
-        for row in old.iter().filter(|row| !row.matched) {
-            s.execute(DELETE_EXT, &[&row.id])?;
-            stats.records_removed += 1;
-        }
-    }
-    Ok(stats)
 }

@@ -4,8 +4,8 @@
 
 use tokio_postgres::error::SqlState;
 
-use super::write::now_us;
 use super::{PgStore, wait};
+use crate::rows::now_us;
 use crate::{NewToken, StoreError, TokenRecord, TokenScope};
 
 /// Ordered by creation time, then id compared bytewise as SQLite does.

@@ -140,53 +140,55 @@ fn exec(
 
 /// A real column's value as SQLite stores it: NaN (a field the device left unset) becomes
 /// NULL, so both backends hold and return the same thing.
-fn real(value: Option<f64>) -> Option<f64> {
+pub(super) fn real(value: Option<f64>) -> Option<f64> {
     value.filter(|v| !v.is_nan())
 }
 
-/// The sixteen core columns of many rows, as arrays.
+/// The sixteen core columns in schema order, generic over what holds each one's values (one
+/// row's: [`CoreRow`]; many rows' as arrays: [`Core`]), so both bind them in the same order.
 #[derive(Default)]
-struct Core<'a> {
-    record_index: Vec<Option<i64>>,
-    event_code: Vec<Option<i32>>,
-    event_time: Vec<Option<i64>>,
-    fix_time: Vec<Option<i64>>,
-    valid: Vec<Option<bool>>,
-    satellites: Vec<Option<i32>>,
-    latitude: Vec<Option<f64>>,
-    longitude: Vec<Option<f64>>,
-    altitude_m: Vec<Option<f64>>,
-    speed_kmh: Vec<Option<f64>>,
-    course: Vec<Option<i32>>,
-    odometer_km: Vec<Option<f64>>,
-    power_mv: Vec<Option<i32>>,
-    battery_mv: Vec<Option<i32>>,
-    gsm_level: Vec<Option<i32>>,
-    fields: Vec<&'a str>,
+pub(super) struct CoreColumns<Int8, Int4, Bool, Float8, Text> {
+    record_index: Int8,
+    event_code: Int4,
+    event_time: Int8,
+    fix_time: Int8,
+    valid: Bool,
+    satellites: Int4,
+    latitude: Float8,
+    longitude: Float8,
+    altitude_m: Float8,
+    speed_kmh: Float8,
+    course: Int4,
+    odometer_km: Float8,
+    power_mv: Int4,
+    battery_mv: Int4,
+    gsm_level: Int4,
+    fields: Text,
 }
 
-impl<'a> Core<'a> {
-    fn push(&mut self, row: &'a RecordRow) {
-        self.record_index.push(row.record_index.map(i64::from));
-        self.event_code.push(row.event_code.map(i32::from));
-        self.event_time.push(row.event_time);
-        self.fix_time.push(row.fix_time);
-        self.valid.push(row.valid);
-        self.satellites.push(row.satellites.map(i32::from));
-        self.latitude.push(real(row.latitude));
-        self.longitude.push(real(row.longitude));
-        self.altitude_m.push(real(row.altitude_m));
-        self.speed_kmh.push(real(row.speed_kmh));
-        self.course.push(row.course.map(i32::from));
-        self.odometer_km.push(real(row.odometer_km));
-        self.power_mv.push(row.power_mv.map(i32::from));
-        self.battery_mv.push(row.battery_mv.map(i32::from));
-        self.gsm_level.push(row.gsm_level.map(i32::from));
-        self.fields.push(&row.fields_json);
-    }
+/// The core values of one row, converted to their column types (see [`CoreRow::from`]).
+pub(super) type CoreRow<'a> =
+    CoreColumns<Option<i64>, Option<i32>, Option<bool>, Option<f64>, &'a str>;
 
+/// The core columns of many rows, as arrays.
+type Core<'a> = CoreColumns<
+    Vec<Option<i64>>,
+    Vec<Option<i32>>,
+    Vec<Option<bool>>,
+    Vec<Option<f64>>,
+    Vec<&'a str>,
+>;
+
+impl<Int8, Int4, Bool, Float8, Text> CoreColumns<Int8, Int4, Bool, Float8, Text>
+where
+    Int8: ToSql + Sync,
+    Int4: ToSql + Sync,
+    Bool: ToSql + Sync,
+    Float8: ToSql + Sync,
+    Text: ToSql + Sync,
+{
     /// The sixteen columns as statement parameters, in schema order.
-    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 16] {
         [
             &self.record_index,
             &self.event_code,
@@ -206,6 +208,52 @@ impl<'a> Core<'a> {
             &self.fields,
         ]
     }
+}
+
+impl<'a> From<&'a RecordRow> for CoreRow<'a> {
+    /// The column types of `row`'s values; a NaN real is NULL ([`real`]).
+    fn from(row: &'a RecordRow) -> CoreRow<'a> {
+        CoreColumns {
+            record_index: row.record_index.map(i64::from),
+            event_code: row.event_code.map(i32::from),
+            event_time: row.event_time,
+            fix_time: row.fix_time,
+            valid: row.valid,
+            satellites: row.satellites.map(i32::from),
+            latitude: real(row.latitude),
+            longitude: real(row.longitude),
+            altitude_m: real(row.altitude_m),
+            speed_kmh: real(row.speed_kmh),
+            course: row.course.map(i32::from),
+            odometer_km: real(row.odometer_km),
+            power_mv: row.power_mv.map(i32::from),
+            battery_mv: row.battery_mv.map(i32::from),
+            gsm_level: row.gsm_level.map(i32::from),
+            fields: &row.fields_json,
+        }
+    }
+}
+
+impl<'a> Core<'a> {
+    fn push(&mut self, row: &'a RecordRow) {
+        let row = CoreRow::from(row);
+        self.record_index.push(row.record_index);
+        self.event_code.push(row.event_code);
+        self.event_time.push(row.event_time);
+        self.fix_time.push(row.fix_time);
+        self.valid.push(row.valid);
+        self.satellites.push(row.satellites);
+        self.latitude.push(row.latitude);
+        self.longitude.push(row.longitude);
+        self.altitude_m.push(row.altitude_m);
+        self.speed_kmh.push(row.speed_kmh);
+        self.course.push(row.course);
+        self.odometer_km.push(row.odometer_km);
+        self.power_mv.push(row.power_mv);
+        self.battery_mv.push(row.battery_mv);
+        self.gsm_level.push(row.gsm_level);
+        self.fields.push(row.fields);
+    }
 
     fn len(&self) -> usize {
         self.fields.len()
@@ -222,6 +270,8 @@ struct Rows<'a> {
     source: Vec<&'static str>,
     received_at_us: Vec<i64>,
     core: Core<'a>,
+    /// The rows the core columns came from, in the same order (for `COPY`, row by row).
+    rows: Vec<&'a RecordRow>,
     /// `event_index` (additional records).
     event_index: Vec<Option<i64>>,
     /// `struct_version` (additional records).
@@ -250,6 +300,7 @@ impl<'a> Rows<'a> {
             rows.source.push(p.source);
             rows.received_at_us.push(p.received_at_us);
             rows.core.push(p.row);
+            rows.rows.push(p.row);
             if let Some(ext) = p.ext {
                 rows.event_index.push(ext.event_index.map(i64::from));
                 rows.struct_version.push(i32::from(ext.struct_version));
@@ -294,30 +345,12 @@ impl<'a> Rows<'a> {
         types.push(Type::INT8);
         let writer = BinaryCopyInWriter::new(sink, &types);
         let mut writer = std::pin::pin!(writer);
-        let c = &self.core;
-        for i in 0..c.len() {
-            let values: [&(dyn ToSql + Sync); 20] = [
-                &self.device[i],
-                &self.frame[i],
-                &self.source[i],
-                &c.record_index[i],
-                &c.event_code[i],
-                &c.event_time[i],
-                &c.fix_time[i],
-                &c.valid[i],
-                &c.satellites[i],
-                &c.latitude[i],
-                &c.longitude[i],
-                &c.altitude_m[i],
-                &c.speed_kmh[i],
-                &c.course[i],
-                &c.odometer_km[i],
-                &c.power_mv[i],
-                &c.battery_mv[i],
-                &c.gsm_level[i],
-                &c.fields[i],
-                &self.received_at_us[i],
-            ];
+        for (i, row) in self.rows.iter().enumerate() {
+            let core = CoreRow::from(*row);
+            let mut values: Vec<&(dyn ToSql + Sync)> =
+                vec![&self.device[i], &self.frame[i], &self.source[i]];
+            values.extend(core.params());
+            values.push(&self.received_at_us[i]);
             wait(writer.as_mut().write(&values))?;
         }
         wait(writer.as_mut().finish())?;
@@ -501,7 +534,7 @@ fn apply_device_update(
         "UPDATE devices SET device_id = $2 WHERE id = $1",
         &[&device, &i64::from(update.device_id)],
     ))?;
-    let fields = update.fields.as_deref().map(fields_json);
+    let fields = update.fields_json();
     if let Some(layout) = &update.layout {
         wait(tx.execute(
             "UPDATE devices SET protocol_version = $2, struct_version = $3, data_size = $4,
@@ -523,12 +556,6 @@ fn apply_device_update(
         ))?;
     }
     Ok(())
-}
-
-/// `[1,2,3]`, as the SQLite store writes it.
-fn fields_json(fields: &[u8]) -> String {
-    let items: Vec<String> = fields.iter().map(u8::to_string).collect();
-    format!("[{}]", items.join(","))
 }
 
 /// The body of a commit, inside its transaction.
@@ -755,37 +782,13 @@ pub(crate) fn copy_records(
     for (imei, rows) in devices {
         let device = device_id(caches.devices, imei)?;
         for row in *rows {
-            let values: [&(dyn ToSql + Sync); 19] = [
-                &device,
-                &"archive",
-                &row.record_index.map(i64::from),
-                &row.event_code.map(i32::from),
-                &row.event_time,
-                &row.fix_time,
-                &row.valid,
-                &row.satellites.map(i32::from),
-                &real(row.latitude),
-                &real(row.longitude),
-                &real(row.altitude_m),
-                &real(row.speed_kmh),
-                &row.course.map(i32::from),
-                &real(row.odometer_km),
-                &row.power_mv.map(i32::from),
-                &row.battery_mv.map(i32::from),
-                &row.gsm_level.map(i32::from),
-                &row.fields_json.as_str(),
-                &received_at_us,
-            ];
+            let core = CoreRow::from(row);
+            let mut values: Vec<&(dyn ToSql + Sync)> = vec![&device, &"archive"];
+            values.extend(core.params());
+            values.push(&received_at_us);
             wait(writer.as_mut().write(&values))?;
         }
     }
     let copied = wait(writer.as_mut().finish())?;
     Ok(copied)
-}
-
-/// Now, Unix microseconds (0 if the clock is before 1970).
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }

@@ -5,8 +5,8 @@
 use rusqlite::ffi;
 
 use super::SqliteStore;
-use super::write::now_us;
 use crate::reader::{token_record, token_select};
+use crate::rows::now_us;
 use crate::{NewToken, StoreError, TokenRecord};
 
 impl SqliteStore {

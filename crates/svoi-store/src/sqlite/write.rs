@@ -3,9 +3,7 @@
 //! and the cached resolution of devices and layouts to ids.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
@@ -307,7 +305,7 @@ pub(super) fn apply_device_update(
 ) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE devices SET device_id = ?2 WHERE id = ?1")?
         .execute(params![device, update.device_id])?;
-    let fields = update.fields.as_deref().map(fields_json);
+    let fields = update.fields_json();
     if let Some(layout) = &update.layout {
         conn.prepare_cached(
             "UPDATE devices SET protocol_version = ?2, struct_version = ?3, data_size = ?4,
@@ -327,38 +325,4 @@ pub(super) fn apply_device_update(
             .execute(params![device, fields])?;
     }
     Ok(())
-}
-
-/// `[1,2,3]`.
-fn fields_json(fields: &[u8]) -> String {
-    let mut text = String::with_capacity(2 + fields.len() * 4);
-    text.push('[');
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        // Writing to a String cannot fail.
-        let _ = write!(text, "{field}");
-    }
-    text.push(']');
-    text
-}
-
-/// Now, Unix microseconds (0 if the clock is before 1970).
-pub(super) fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fields_json_is_a_json_array() {
-        assert_eq!(fields_json(&[]), "[]");
-        assert_eq!(fields_json(&[1]), "[1]");
-        assert_eq!(fields_json(&[1, 2, 255]), "[1,2,255]");
-    }
 }

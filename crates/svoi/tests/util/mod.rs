@@ -105,6 +105,41 @@ pub fn wait_for(child: &mut Child, limit: Duration) -> ExitStatus {
     }
 }
 
+/// The JSON report `svoi sim --json` printed; panics with its stderr when there is none.
+pub fn sim_report(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "sim printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// A blocking HTTP client that returns 4xx and 5xx answers instead of failing on them.
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// GET `url` with an optional bearer token: the status and the body text, or status 0 and
+/// the error when no answer came (connection refused, timeout).
+pub fn get(agent: &ureq::Agent, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = agent.get(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.body_mut().read_to_string().unwrap())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
 pub fn sim(addr: SocketAddr, extra: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["sim", "--addr", &addr.to_string(), "--json"])
