@@ -3,7 +3,7 @@
 //! authentication outcome, every parameter error code, paging through several pages of each
 //! list, the CSV and GeoJSON shapes, the offline Swagger UI, and the request metrics. Every
 //! test runs on SQLite and on PostgreSQL, as `sqlite::name` and `postgres::name` (see
-//! [`backends!`]).
+//! [`tokio_backends!`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,7 +21,7 @@ use svoi_store::{
     DbUrl, DecodedRecord, DeviceUpdate, FrameRow, FrameStatus, LayoutKey, Reader, RecordKind,
     RecordRow, Store, StoreOptions, Synchronous, TokenScope,
 };
-use tempfile::TempDir;
+use svoi_testpg::{Backend, Db, tokio_backends};
 use tower::ServiceExt;
 
 const T0: i64 = 1_700_000_000;
@@ -64,58 +64,7 @@ impl Live for FakeLive {
     }
 }
 
-/// Which store a test runs against.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// A fresh, empty database of either backend, removed when dropped.
-enum Db {
-    /// An SQLite file in a temporary directory.
-    Sqlite(TempDir),
-    /// A database of its own on the test PostgreSQL cluster.
-    Postgres(svoi_testpg::TestDb),
-}
-
-impl Db {
-    fn new(backend: Backend) -> Db {
-        match backend {
-            Backend::Sqlite => Db::Sqlite(tempfile::tempdir().unwrap()),
-            Backend::Postgres => Db::Postgres(svoi_testpg::database()),
-        }
-    }
-
-    fn url(&self) -> DbUrl {
-        match self {
-            Db::Sqlite(dir) => DbUrl::Sqlite(dir.path().join("svoi.db")),
-            Db::Postgres(db) => db.url().parse().unwrap(),
-        }
-    }
-}
-
-/// One module of tests per backend: `async` names become `#[tokio::test]`s, `sync` names
-/// `#[test]`s, each calling the function of that name with the backend.
-macro_rules! backend_tests {
-    ($module:ident, $backend:ident, [$($a:ident),*], [$($s:ident),*]) => {
-        mod $module {
-            $(#[tokio::test] async fn $a() { super::$a(super::Backend::$backend).await })*
-            $(#[test] fn $s() { super::$s(super::Backend::$backend) })*
-        }
-    };
-}
-
-/// Runs each named test (`fn name(backend: Backend)`, async or not) once per backend, as
-/// `sqlite::name` and `postgres::name`.
-macro_rules! backends {
-    (async: [$($a:ident),* $(,)?], sync: [$($s:ident),* $(,)?] $(,)?) => {
-        backend_tests!(sqlite, Sqlite, [$($a),*], [$($s),*]);
-        backend_tests!(postgres, Postgres, [$($a),*], [$($s),*]);
-    };
-}
-
-backends!(
+tokio_backends!(
     async: [
         health_answers_without_a_token,
         ready_reports_each_check_and_503_when_one_fails,
@@ -284,7 +233,7 @@ fn fixture(backend: Backend) -> Fixture {
 
 fn fixture_with_metrics(backend: Backend, metrics: MetricsRender) -> Fixture {
     let db = Db::new(backend);
-    let url = db.url();
+    let url: DbUrl = db.url().parse().unwrap();
     let opts = StoreOptions {
         synchronous: Synchronous::Off,
         ..StoreOptions::default()

@@ -2,7 +2,7 @@
 //! exact answers, no answer before the commit, no duplicates on resend, isolation of bad peers,
 //! graceful shutdown, and (PostgreSQL) a lost database connection. A gate around the store
 //! stalls or fails commits on demand. Every test runs on both backends as `sqlite::name` and
-//! `postgres::name` (see [`backends!`]).
+//! `postgres::name` (see [`tokio_backends!`]).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,7 +17,7 @@ use svoi_proto::record::{RawValue, Value};
 use svoi_proto::reply::NtcbReply;
 use svoi_proto::{FieldMask, RecordLayout, Reply};
 use svoi_store::{CommitReceipt, DbUrl, FrameRow, Store, StoreError, StoreOptions};
-use tempfile::TempDir;
+use svoi_testpg::{Backend, Db, tokio_backends};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -98,70 +98,13 @@ impl Drop for OpenOnDrop {
     }
 }
 
-/// Which store a test runs against.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
+/// Opens the store on `db` (migrating the fresh database).
+fn open(db: &Db) -> Store {
+    let url: DbUrl = db.url().parse().unwrap();
+    Store::open(&url, &StoreOptions::default()).unwrap()
 }
 
-/// A fresh, empty database of either backend, removed when dropped.
-enum Db {
-    /// An SQLite file in a temporary directory.
-    Sqlite(TempDir),
-    /// A database of its own on the test PostgreSQL cluster.
-    Postgres(svoi_testpg::TestDb),
-}
-
-impl Db {
-    fn new(backend: Backend) -> Db {
-        match backend {
-            Backend::Sqlite => Db::Sqlite(tempfile::tempdir().unwrap()),
-            Backend::Postgres => Db::Postgres(svoi_testpg::database()),
-        }
-    }
-
-    fn url(&self) -> DbUrl {
-        match self {
-            Db::Sqlite(dir) => DbUrl::Sqlite(dir.path().join("t.db")),
-            Db::Postgres(db) => db.url().parse().unwrap(),
-        }
-    }
-
-    /// Opens the store (migrating the fresh database).
-    fn open(&self) -> Store {
-        Store::open(&self.url(), &StoreOptions::default()).unwrap()
-    }
-
-    /// The value of a `SELECT count(*) ...`, through a connection of the test's own.
-    fn count(&self, sql: &str) -> i64 {
-        match self {
-            Db::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("t.db"))
-                .unwrap()
-                .query_row(sql, [], |r| r.get(0))
-                .unwrap_or_else(|e| panic!("{sql}: {e}")),
-            Db::Postgres(db) => db
-                .psql(sql)
-                .parse()
-                .unwrap_or_else(|e| panic!("{sql}: {e}")),
-        }
-    }
-}
-
-/// Runs each named test (`async fn name(backend: Backend)`) once per backend, as
-/// `sqlite::name` and `postgres::name`.
-macro_rules! backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
-
-backends!(
+tokio_backends!(
     answers_are_byte_exact_and_records_are_stored,
     no_answer_before_the_commit_and_one_after,
     a_failed_commit_is_never_answered,
@@ -186,7 +129,7 @@ struct Fixture {
 
 async fn start(backend: Backend, gate: Gate, tweak: impl FnOnce(&mut IngestConfig)) -> Fixture {
     let db = Db::new(backend);
-    let store = db.open();
+    let store = open(&db);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = IngestConfig {
         listen: listener.local_addr().unwrap(),
@@ -654,7 +597,7 @@ async fn one_frame_the_store_refuses_does_not_cost_the_others_their_answers(back
             ..IngestConfig::default()
         },
         PoisonStore {
-            store: db.open(),
+            store: open(&db),
             gate: gate.clone(),
         },
     )

@@ -267,7 +267,7 @@ fn concurrent_commits(via: RecordsVia) {
     const IMEIS: [&str; 3] = ["352093080000001", "352093080000002", "352093080000003"];
     let db = Db::postgres();
     drop(db.open(Synchronous::Off));
-    let url = db.url();
+    let url = db.store_url();
     let barrier = Arc::new(Barrier::new(2));
     let threads: Vec<_> = (0..2u64)
         .map(|t| {
@@ -335,7 +335,7 @@ fn concurrent_commits(via: RecordsVia) {
 fn stores_opening_a_fresh_database_at_once_apply_the_migrations_once() {
     for _ in 0..3 {
         let db = Db::postgres();
-        let url = db.url();
+        let url = db.store_url();
         let barrier = Arc::new(Barrier::new(4));
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -431,7 +431,8 @@ fn an_idle_connection_killed_between_commits_is_reopened_with_nothing_lost_or_do
 /// which a new connection must make again).
 fn idle_connection_killed(via: RecordsVia) {
     let db = Db::postgres();
-    let mut store = Store::open(&db.url(), &options_via(Duration::from_secs(10), via)).unwrap();
+    let mut store =
+        Store::open(&db.store_url(), &options_via(Duration::from_secs(10), via)).unwrap();
     let mut committed = 0;
     for round in 0..3u32 {
         assert!(kill_connections(&db) >= 1, "the store holds a connection");
@@ -459,7 +460,7 @@ fn idle_connection_killed(via: RecordsVia) {
 #[test]
 fn a_statement_timeout_is_a_retryable_error() {
     let db = Db::postgres();
-    let mut store = Store::open(&db.url(), &options(Duration::from_millis(100))).unwrap();
+    let mut store = Store::open(&db.store_url(), &options(Duration::from_millis(100))).unwrap();
     slow_trigger(&db, 0.5);
     let started = Instant::now();
     let err = store

@@ -20,13 +20,14 @@ use svoi_store::{
     Cursor, DbUrl, DeviceUpdate, FrameRow, FrameStatus, NewToken, PageQuery, PgOptions, Reader,
     Store, StoreError, StoreOptions, Synchronous, TokenScope, latest_schema_version,
 };
+use svoi_testpg::backends;
 
 const OTHER: &str = "352093089999999";
 const THIRD: &str = "352093085555555";
 
 /// A reader with two connections on `db`.
 fn reader(db: &Db) -> Reader {
-    Reader::open(&db.url(), &StoreOptions::default(), 2)
+    Reader::open(&db.store_url(), &StoreOptions::default(), 2)
         .unwrap_or_else(|e| panic!("reader on {}: {e}", db.url()))
 }
 
@@ -858,7 +859,7 @@ fn sqlite_reader_refuses_a_missing_file_without_creating_it() {
 fn reader_refuses_zero_connections(db: Db) {
     let _store = db.open(Synchronous::Off);
     assert!(matches!(
-        Reader::open(&db.url(), &StoreOptions::default(), 0),
+        Reader::open(&db.store_url(), &StoreOptions::default(), 0),
         Err(StoreError::Invalid(_))
     ));
 }
@@ -868,7 +869,7 @@ fn reader_refuses_an_unmigrated_database(db: Db) {
     if !db.is_postgres() {
         db.exec("CREATE TABLE unrelated (x INTEGER)");
     }
-    match Reader::open(&db.url(), &StoreOptions::default(), 1) {
+    match Reader::open(&db.store_url(), &StoreOptions::default(), 1) {
         Err(e @ StoreError::SchemaMismatch { found: 0, .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("schema version 0 is older"), "{msg}");
@@ -884,7 +885,7 @@ fn reader_refuses_an_older_schema_and_a_newer_one(db: Db) {
     db.exec(&format!(
         "DELETE FROM schema_migrations WHERE version = {known}"
     ));
-    match Reader::open(&db.url(), &StoreOptions::default(), 2) {
+    match Reader::open(&db.store_url(), &StoreOptions::default(), 2) {
         Err(StoreError::SchemaMismatch { found, known: k }) => {
             assert_eq!((found, k), (known - 1, known));
         }
@@ -895,7 +896,7 @@ fn reader_refuses_an_older_schema_and_a_newer_one(db: Db) {
          VALUES ({known}, '2024-01-01T00:00:00Z'), ({}, '2024-01-02T00:00:00Z')",
         known + 1
     ));
-    match Reader::open(&db.url(), &StoreOptions::default(), 2) {
+    match Reader::open(&db.store_url(), &StoreOptions::default(), 2) {
         Err(StoreError::SchemaTooNew { found, .. }) => assert_eq!(found, known + 1),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -903,7 +904,7 @@ fn reader_refuses_an_older_schema_and_a_newer_one(db: Db) {
         "DELETE FROM schema_migrations WHERE version = {}",
         known + 1
     ));
-    assert!(Reader::open(&db.url(), &StoreOptions::default(), 2).is_ok());
+    assert!(Reader::open(&db.store_url(), &StoreOptions::default(), 2).is_ok());
 }
 
 fn reader_sees_what_a_store_commits_on_another_connection(db: Db) {
@@ -1056,7 +1057,7 @@ fn postgres_reader_reconnects_after_the_server_closed_its_connections() {
     let mut store = db.open(Synchronous::Off);
     let _ = store.commit(&[frame(1, IMEI, archives(0..3))]).unwrap();
     drop(store);
-    let reader = Reader::open(&db.url(), &quick(Duration::from_secs(5)), 2).unwrap();
+    let reader = Reader::open(&db.store_url(), &quick(Duration::from_secs(5)), 2).unwrap();
     let all = range(i64::MIN, i64::MAX, 100);
     // Each round kills the connections at once, before the client may have noticed: the
     // first read after it may fail (retryable) or reconnect at once; the next one succeeds.
@@ -1099,7 +1100,7 @@ fn postgres_a_failed_reconnect_is_retryable_and_the_next_call_tries_again() {
     let db = Db::postgres();
     drop(db.open(Synchronous::Off));
     let name = test_db(&db).name().to_owned();
-    let reader = Reader::open(&db.url(), &quick(Duration::from_secs(5)), 1).unwrap();
+    let reader = Reader::open(&db.store_url(), &quick(Duration::from_secs(5)), 1).unwrap();
     reader.ping().unwrap();
     // Refuse new connections to the database, then close the reader's.
     let admin = svoi_testpg::shared();
@@ -1146,7 +1147,7 @@ fn postgres_readers_busy_when_every_connection_is_leased() {
     let _ = store.commit(&[frame(1, IMEI, archives(0..2))]).unwrap();
     drop(store);
     let wait = Duration::from_millis(300);
-    let reader = Reader::open(&db.url(), &quick(wait), 2).unwrap();
+    let reader = Reader::open(&db.store_url(), &quick(wait), 2).unwrap();
     let pg = test_db(&db);
     let locked = "SELECT count(*) FROM pg_locks
                   WHERE relation = 'devices'::regclass AND mode = 'AccessExclusiveLock'

@@ -19,6 +19,7 @@ use svoi_store::{
     DbUrl, DeviceUpdate, FrameFilter, FrameStatus, NewToken, RecordKey, ReprocessStats, Store,
     StoreError, StoreOptions, Synchronous, TableCounts, TokenScope, latest_schema_version,
 };
+use svoi_testpg::backends;
 
 backends!(
     open_applies_migrations_and_reopening_is_a_no_op,
@@ -102,7 +103,7 @@ fn open_refuses_a_newer_schema(db: Db) {
          VALUES ({}, '2999-01-01T00:00:00Z')",
         latest_schema_version() + 1
     ));
-    match Store::open(&db.url(), &StoreOptions::default()) {
+    match Store::open(&db.store_url(), &StoreOptions::default()) {
         Err(e @ StoreError::SchemaTooNew { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains("newer than this build"), "{msg}");

@@ -12,6 +12,11 @@
 //! library and tests of any client can use it. Failures panic with what went wrong and the
 //! tail of the server log: this is test support, and a clear panic is the right report.
 //!
+//! Suites that run every test on both SQLite and PostgreSQL take a fresh [`Db`] of either
+//! [`Backend`], check what they stored through its backend-neutral helpers (`scalar`, `rows`,
+//! `count`, `exec`), and generate the `sqlite::name` and `postgres::name` tests with
+//! [`backends!`] or [`tokio_backends!`].
+//!
 //! ```no_run
 //! let db = svoi_testpg::database();
 //! db.psql("CREATE TABLE t (x int)");
@@ -20,6 +25,7 @@
 //! // A client library connects to `db.url()`; the database is dropped with `db`.
 //! ```
 
+mod backend;
 mod cluster;
 mod host;
 
@@ -28,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+pub use backend::{Backend, Db, SQLITE_FILE};
 pub use cluster::Cluster;
 
 /// The environment variable naming an already running server to use instead of starting one.

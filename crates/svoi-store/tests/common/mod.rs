@@ -10,41 +10,30 @@ use svoi_store::{
 };
 use tempfile::TempDir;
 
-/// A fresh, empty database of either backend, removed when dropped: the fixture of the tests
-/// that run on both backends (see [`backends!`]).
-pub enum Db {
-    /// An SQLite file in a temporary directory.
-    Sqlite(TempDir),
-    /// A database of its own on the test PostgreSQL cluster (`svoi_testpg`).
-    Postgres(svoi_testpg::TestDb),
-}
+/// The fixture of the tests that run on both backends: a fresh database of either
+/// (`Db::sqlite()`, `Db::postgres()`, or the one `svoi_testpg::backends!` hands a
+/// `fn name(db: Db)`) and its inspection helpers (`scalar`, `rows`, `count`, `exec`, `hex`).
+pub use svoi_testpg::Db;
 
-impl Db {
-    /// A fresh SQLite database.
-    pub fn sqlite() -> Db {
-        Db::Sqlite(tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}")))
-    }
-
-    /// A fresh PostgreSQL database.
-    pub fn postgres() -> Db {
-        Db::Postgres(svoi_testpg::database())
-    }
-
+/// The store side of a [`Db`]: its URL as the store takes it, and a store opened on it.
+pub trait StoreDb {
     /// Its URL.
-    pub fn url(&self) -> DbUrl {
-        match self {
-            Db::Sqlite(dir) => url(dir),
-            Db::Postgres(db) => db
-                .url()
-                .parse()
-                .unwrap_or_else(|e| panic!("{}: {e}", db.url())),
-        }
-    }
+    fn store_url(&self) -> DbUrl;
 
     /// Opens (or reopens) the store (`synchronous` only matters to SQLite).
-    pub fn open(&self, synchronous: Synchronous) -> Store {
+    fn open(&self, synchronous: Synchronous) -> Store;
+}
+
+impl StoreDb for Db {
+    fn store_url(&self) -> DbUrl {
+        self.url()
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.url()))
+    }
+
+    fn open(&self, synchronous: Synchronous) -> Store {
         Store::open(
-            &self.url(),
+            &self.store_url(),
             &StoreOptions {
                 synchronous,
                 ..StoreOptions::default()
@@ -52,90 +41,6 @@ impl Db {
         )
         .unwrap_or_else(|e| panic!("open {}: {e}", self.url()))
     }
-
-    /// Whether this is PostgreSQL.
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Db::Postgres(_))
-    }
-
-    /// The value of a one-row, one-column query, as text (`NULL` for a null): for checking
-    /// what is stored, through a connection of the test's own.
-    pub fn scalar(&self, sql: &str) -> String {
-        match self {
-            Db::Sqlite(dir) => {
-                let v: rusqlite::types::Value = raw(dir)
-                    .query_row(sql, [], |r| r.get(0))
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                match v {
-                    rusqlite::types::Value::Null => "NULL".to_owned(),
-                    rusqlite::types::Value::Integer(i) => i.to_string(),
-                    rusqlite::types::Value::Real(f) => f.to_string(),
-                    rusqlite::types::Value::Text(t) => t,
-                    rusqlite::types::Value::Blob(b) => format!("{b:?}"),
-                }
-            }
-            Db::Postgres(db) => {
-                let out = db.psql(&format!("SELECT coalesce(({sql})::text, 'NULL')"));
-                out.trim_end_matches('\n').to_owned()
-            }
-        }
-    }
-
-    /// Every row of a query, columns joined by `|`, as text. Nulls are `NULL` on SQLite and
-    /// empty on PostgreSQL, and each backend renders booleans and reals its own way: render
-    /// them in the query (`coalesce`, `CASE`, casts) where a test compares them.
-    pub fn rows(&self, sql: &str) -> Vec<String> {
-        match self {
-            Db::Sqlite(dir) => {
-                let conn = raw(dir);
-                let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-                let n = stmt.column_count();
-                stmt.query_map([], |r| {
-                    let mut cols = Vec::with_capacity(n);
-                    for i in 0..n {
-                        let v: rusqlite::types::Value = r.get(i)?;
-                        cols.push(match v {
-                            rusqlite::types::Value::Null => "NULL".to_owned(),
-                            rusqlite::types::Value::Integer(i) => i.to_string(),
-                            rusqlite::types::Value::Real(f) => f.to_string(),
-                            rusqlite::types::Value::Text(t) => t,
-                            rusqlite::types::Value::Blob(b) => format!("{b:?}"),
-                        });
-                    }
-                    Ok(cols.join("|"))
-                })
-                .and_then(Iterator::collect)
-                .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            }
-            Db::Postgres(db) => db
-                .psql(sql)
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        }
-    }
-
-    /// `SELECT count(*) FROM {table}`.
-    pub fn count(&self, table: &str) -> i64 {
-        self.scalar(&format!("SELECT count(*) FROM {table}"))
-            .parse()
-            .unwrap_or_else(|e| panic!("count {table}: {e}"))
-    }
-}
-
-/// Runs each named test function (`fn name(db: Db)`) once per backend, as `sqlite::name` and
-/// `postgres::name`.
-#[macro_export]
-macro_rules! backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[test] fn $name() { super::$name(super::common::Db::sqlite()) })*
-        }
-        mod postgres {
-            $(#[test] fn $name() { super::$name(super::common::Db::postgres()) })*
-        }
-    };
 }
 
 /// A store in a fresh temporary directory (kept alive by the returned guard).
@@ -147,7 +52,7 @@ pub fn temp_store(synchronous: Synchronous) -> (TempDir, Store) {
 
 /// The URL of the database in `dir`.
 pub fn url(dir: &TempDir) -> DbUrl {
-    DbUrl::Sqlite(dir.path().join("svoi.db"))
+    DbUrl::Sqlite(dir.path().join(svoi_testpg::SQLITE_FILE))
 }
 
 /// Opens (or reopens) the store in `dir`.
@@ -164,7 +69,7 @@ pub fn open(dir: &TempDir, synchronous: Synchronous) -> Store {
 
 /// A plain SQLite connection to the store's database, for checking what is on disk.
 pub fn raw(dir: &TempDir) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.path().join("svoi.db"))
+    rusqlite::Connection::open(dir.path().join(svoi_testpg::SQLITE_FILE))
         .unwrap_or_else(|e| panic!("raw open: {e}"))
 }
 
@@ -274,27 +179,4 @@ pub fn frame(seq: u64, imei: &str, records: Vec<DecodedRecord>) -> FrameRow {
 /// Archive records with indexes `range`.
 pub fn archives(range: std::ops::Range<u32>) -> Vec<DecodedRecord> {
     range.map(|i| archive(record(i))).collect()
-}
-
-impl Db {
-    /// Runs `sql` (one or several statements, no result) through a connection of the test's
-    /// own: triggers and other fault injection.
-    pub fn exec(&self, sql: &str) {
-        match self {
-            Db::Sqlite(dir) => raw(dir)
-                .execute_batch(sql)
-                .unwrap_or_else(|e| panic!("{sql}: {e}")),
-            Db::Postgres(db) => {
-                let _ = db.psql(sql);
-            }
-        }
-    }
-
-    /// SQL rendering the blob `expr` as lowercase hex on either backend.
-    pub fn hex(&self, expr: &str) -> String {
-        match self {
-            Db::Sqlite(_) => format!("lower(hex({expr}))"),
-            Db::Postgres(_) => format!("encode({expr}, 'hex')"),
-        }
-    }
 }
