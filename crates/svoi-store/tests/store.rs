@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use common::*;
 use svoi_store::{
-    DbUrl, DeviceUpdate, FrameFilter, FrameStatus, NewToken, RecordKey, ReprocessStats, Store,
-    StoreError, StoreOptions, Synchronous, TableCounts, TokenScope, latest_schema_version,
+    DbUrl, DeviceUpdate, FrameFilter, FrameStatus, RecordKey, ReprocessStats, Store, StoreError,
+    StoreOptions, Synchronous, TableCounts, latest_schema_version,
 };
 use svoi_testpg::backends;
 
@@ -50,7 +50,6 @@ backends!(
     reprocess_turns_an_error_frame_into_records_and_back,
     reprocess_replaces_alarm_events_and_current_states,
     reprocess_of_an_unknown_frame_or_foreign_imei_changes_nothing,
-    tokens_are_created_listed_revoked_and_names_reused,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1194,80 +1193,4 @@ fn reprocess_of_an_unknown_frame_or_foreign_imei_changes_nothing(db: Db) {
         .reprocess(&[(id, frame(1, IMEI, archives(0..3)))])
         .unwrap();
     assert_eq!(stats.records_added, 1);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tokens.
-// ---------------------------------------------------------------------------------------------
-
-fn new_token(id: &str, name: &str, scope: TokenScope) -> NewToken {
-    NewToken {
-        id: id.to_owned(),
-        name: name.to_owned(),
-        scope,
-        secret_sha256: [id.len() as u8; 32],
-    }
-}
-
-fn tokens_are_created_listed_revoked_and_names_reused(db: Db) {
-    let mut store = db.open(Synchronous::Off);
-    assert_eq!(store.tokens().unwrap(), []);
-    store
-        .create_token(&new_token("a1", "ops", TokenScope::Admin))
-        .unwrap();
-    store
-        .create_token(&new_token("b2", "grafana", TokenScope::Read))
-        .unwrap();
-    let listed = store.tokens().unwrap();
-    assert_eq!(listed.len(), 2);
-    assert_eq!(
-        (
-            listed[0].id.as_str(),
-            listed[0].name.as_str(),
-            listed[0].scope
-        ),
-        ("a1", "ops", TokenScope::Admin)
-    );
-    assert_eq!(listed[1].secret_sha256, [2; 32]);
-    assert!(listed[0].created_at_us <= listed[1].created_at_us);
-    assert!(listed.iter().all(|t| t.revoked_at_us.is_none()));
-
-    match store.create_token(&new_token("c3", "ops", TokenScope::Read)) {
-        Err(e @ StoreError::TokenExists { .. }) => {
-            assert_eq!(
-                e.to_string(),
-                "a token named \"ops\" exists: revoke it first"
-            );
-        }
-        other => panic!("expected TokenExists, got {other:?}"),
-    }
-    match store.create_token(&new_token("a1", "other", TokenScope::Read)) {
-        Err(StoreError::Invalid(m)) => assert_eq!(m, "a token with id \"a1\" exists"),
-        other => panic!("expected Invalid, got {other:?}"),
-    }
-    for (id, name) in [("", "x"), ("d4", "")] {
-        assert!(matches!(
-            store.create_token(&new_token(id, name, TokenScope::Read)),
-            Err(StoreError::Invalid(_))
-        ));
-    }
-    assert_eq!(store.tokens().unwrap(), listed);
-
-    assert!(store.revoke_token("ops").unwrap());
-    assert!(!store.revoke_token("ops").unwrap());
-    assert!(!store.revoke_token("nobody").unwrap());
-    store
-        .create_token(&new_token("c3", "ops", TokenScope::Read))
-        .unwrap();
-    // A revoked token's id stays taken.
-    assert!(matches!(
-        store.create_token(&new_token("a1", "new", TokenScope::Read)),
-        Err(StoreError::Invalid(_))
-    ));
-    let after = store.tokens().unwrap();
-    let ids: Vec<&str> = after.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(ids, ["a1", "b2", "c3"]);
-    assert!(after[0].revoked_at_us.unwrap() >= after[0].created_at_us);
-    assert_eq!(after[1].revoked_at_us, None);
-    assert_eq!(after[2].revoked_at_us, None);
 }
