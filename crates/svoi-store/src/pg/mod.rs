@@ -170,13 +170,12 @@ impl PgStore {
         devices: &[(&str, &[RecordRow])],
     ) -> Result<u64, StoreError> {
         let now = crate::rows::now_us();
-        let mut months: Vec<i64> = devices
+        let mut seen = partition::Months::default();
+        let months: std::collections::BTreeSet<i64> = devices
             .iter()
             .flat_map(|(_, rows)| rows.iter().filter_map(|r| r.event_time))
-            .filter_map(partition::month_of)
+            .filter_map(|t| seen.of(t))
             .collect();
-        months.sort_unstable();
-        months.dedup();
         self.ensure_partitions_ahead()?;
         for month in months {
             self.ensure_partition(Partitioned::Records, month)?;

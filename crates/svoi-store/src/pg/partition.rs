@@ -21,7 +21,7 @@ pub(crate) const AHEAD: i64 = 2;
 pub(crate) const BACKFILL: i64 = 24;
 
 /// A partitioned table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Partitioned {
     /// `raw_frames`, by `received_at_us` (microseconds).
     RawFrames,
@@ -127,36 +127,75 @@ impl PgStore {
         self.ensure_partitions_ahead()?;
         let now = this_month();
         let window = now - BACKFILL..=now + AHEAD;
-        let mut needed: Vec<(Partitioned, i64)> = Vec::new();
+        let mut needed = std::collections::BTreeSet::new();
+        let (mut frame_months, mut record_months) = (Months::default(), Months::default());
         for frame in frames {
-            if let Some(m) = month_of(frame.received_at_us.div_euclid(1_000_000))
-                && window.contains(&m)
-            {
-                needed.push((Partitioned::RawFrames, m));
+            if let Some(m) = frame_months.of(frame.received_at_us.div_euclid(1_000_000)) {
+                needed.insert((Partitioned::RawFrames, m));
             }
             for record in &frame.records {
                 if matches!(record.kind, RecordKind::Current) {
                     continue;
                 }
-                if let Some(m) = record.row.event_time.and_then(month_of)
-                    && window.contains(&m)
-                {
-                    needed.push((Partitioned::Records, m));
+                if let Some(m) = record.row.event_time.and_then(|t| record_months.of(t)) {
+                    needed.insert((Partitioned::Records, m));
                 }
             }
         }
-        needed.sort_unstable_by_key(|&(t, m)| (t as u8, m));
-        needed.dedup();
         for (table, month) in needed {
-            self.ensure_partition(table, month)?;
+            if window.contains(&month) {
+                self.ensure_partition(table, month)?;
+            }
         }
         Ok(())
+    }
+}
+
+/// [`month_of`] for a run of times, remembering the bounds of the last month seen: the
+/// records of a batch mostly share a month, so each costs a comparison rather than a calendar
+/// conversion.
+#[derive(Default)]
+pub(crate) struct Months {
+    /// Start, end (exclusive) and number of the last month seen.
+    last: Option<(i64, i64, i64)>,
+}
+
+impl Months {
+    /// The month of `unix_seconds`, as [`month_of`].
+    pub(crate) fn of(&mut self, unix_seconds: i64) -> Option<i64> {
+        if let Some((lo, hi, month)) = self.last
+            && (lo..hi).contains(&unix_seconds)
+        {
+            return Some(month);
+        }
+        let month = month_of(unix_seconds)?;
+        if let (Some(lo), Some(hi)) = (month_start(month), month_start(month + 1)) {
+            self.last = Some((lo, hi, month));
+        }
+        Some(month)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_remembers_the_last_month_and_agrees_with_month_of() {
+        let mut months = Months::default();
+        for t in [
+            1_795_604_400,
+            1_793_491_200,
+            1_793_491_199,
+            1_796_083_199,
+            1_796_083_200,
+            1_795_604_401,
+            0,
+            -1,
+        ] {
+            assert_eq!(months.of(t), month_of(t), "{t}");
+        }
+    }
 
     #[test]
     fn months_round_trip_through_their_start() {
