@@ -52,8 +52,8 @@ reprocess: ## Re-decode archived frames: make reprocess SINCE=2026-11-01 [IMEI=.
 token: ## Create an API token: make token NAME=grafana [SCOPE=admin]
 	$(SVOI) token create --name $(NAME) --scope $(or $(SCOPE),read)
 
-api-contract: ## promtool and schemathesis against a running server (what CI runs)
-	./.ci/api-contract
+api-contract: ## promtool and schemathesis against a running server (CONTRACT_DB=postgres://... for PostgreSQL)
+	$(if $(CONTRACT_DB),CONTRACT_DB=$(CONTRACT_DB) )./.ci/api-contract
 
 ci: ## Run what CI runs (.ci/run)
 	./.ci/run
