@@ -1,17 +1,37 @@
-# Every target calls cargo or svoi; `make help` lists them.
+# Every target calls cargo, svoi or systemd; `make help` lists them.
 .DEFAULT_GOAL := help
 SVOI := cargo run --release --quiet -p svoi --
 FUZZ_SECONDS ?= 60
 
-.PHONY: help build run sim test lint fmt bench bench-ingest fuzz decode fields config-check reprocess token api-contract ci clean
+# Operations: with the systemd unit installed (deploy/systemd) the targets drive systemctl and
+# read /etc/svoi/svoi.toml; otherwise `svoi service` runs the server in the background with a
+# pid file and a log file under data/.
+SYSTEMD := $(shell systemctl cat svoi.service >/dev/null 2>&1 && echo yes)
+ifeq ($(SYSTEMD),yes)
+CONFIG ?= /etc/svoi/svoi.toml
+LOG_FILE ?= /var/log/svoi/svoi.log
+OPS := $(SVOI) --config $(CONFIG)
+else
+LOG_FILE ?= data/svoi.log
+OPS := $(SVOI) --log-file $(LOG_FILE)
+endif
+API ?= http://127.0.0.1:8080
+
+.PHONY: help build run start stop restart status logs sim test test-client test-api lint fmt \
+	bench bench-ingest perf-check fuzz decode fields config-check reprocess token api-contract \
+	smoke-test health-check monitor metrics alerts alerts-test runbook-no-frames \
+	runbook-queue-spike runbook-decode-errors runbook-db-slow runbook-api-5xx \
+	emergency-restart emergency-logs emergency-status incident daily-ops security-check \
+	maintenance backup restore db-migrate ci clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
+
 
 build: ## Build the svoi binary (release)
 	cargo build --release -p svoi
 
-run: ## Run the server on the configured database (default sqlite:./data/svoi.db, port 5221)
+run: ## Run the server in the foreground (default sqlite:./data/svoi.db, port 5221)
 	$(SVOI) serve
 
 sim: ## Simulated fleet against a local server: make sim DEVICES=100 RECORDS=1000
@@ -19,6 +39,13 @@ sim: ## Simulated fleet against a local server: make sim DEVICES=100 RECORDS=100
 
 test: ## Run the whole test suite (README's test command)
 	cargo test --workspace
+
+test-client: ## Simulated devices against the running server: make test-client DEVICES=10 RECORDS=100
+	$(SVOI) sim --devices $(or $(DEVICES),10) --records $(or $(RECORDS),100)
+
+test-api: ## The API's tests (router, endpoints, tokens) and the end-to-end API tests
+	cargo test -p svoi-api
+	cargo test -p svoi --test api
 
 lint: ## Check formatting and clippy, warnings as errors
 	cargo fmt --all -- --check
@@ -54,6 +81,112 @@ token: ## Create an API token: make token NAME=grafana [SCOPE=admin]
 
 api-contract: ## promtool and schemathesis against a running server (CONTRACT_DB=postgres://... for PostgreSQL)
 	$(if $(CONTRACT_DB),CONTRACT_DB=$(CONTRACT_DB) )./.ci/api-contract
+
+start: ## Start the server (systemd unit if installed, else background process with data/svoi.pid)
+ifeq ($(SYSTEMD),yes)
+	systemctl start svoi
+else
+	cargo build --release --quiet -p svoi
+	$(OPS) service start
+endif
+
+stop: ## Stop the server (SIGTERM, drains in-flight commits; SIGKILL after the grace period)
+ifeq ($(SYSTEMD),yes)
+	systemctl stop svoi
+else
+	$(OPS) service stop
+endif
+
+restart: ## Stop, then start the server
+ifeq ($(SYSTEMD),yes)
+	systemctl restart svoi
+else
+	cargo build --release --quiet -p svoi
+	$(OPS) service restart
+endif
+
+status: ## Is the server running (process, pid, uptime)
+ifeq ($(SYSTEMD),yes)
+	systemctl status svoi --no-pager
+else
+	$(OPS) service status
+endif
+
+logs: ## Follow the server log
+	tail -n 100 -F $(LOG_FILE)
+
+smoke-test: ## End-to-end smoke test of the running server (svoi smoke; token from SVOI_TOKEN or a temporary one)
+	$(OPS) smoke
+
+health-check: ## Quick health check of the running server (svoi health)
+	$(OPS) health
+
+monitor: ## The emergency status screen, refreshed every 5 s (Ctrl-C to leave)
+	while true; do clear; $(OPS) emergency status; sleep 5; done
+
+metrics: ## Print the server's Prometheus metrics (svoi_* only)
+	curl -fsS $(API)/metrics | grep '^svoi_'
+
+alerts: ## Evaluate the alert rules against the running server (svoi alerts check)
+	$(OPS) alerts check
+
+alerts-test: ## promtool checks and unit tests of the alert rules, Prometheus config, dashboard
+	./.ci/ops-check
+
+runbook-no-frames: ## Runbook: no frames / server down
+	$(SVOI) runbook show 01-no-frames
+
+runbook-queue-spike: ## Runbook: writer queue spike
+	$(SVOI) runbook show 02-queue-spike
+
+runbook-decode-errors: ## Runbook: decode errors spike
+	$(SVOI) runbook show 03-decode-errors-spike
+
+runbook-db-slow: ## Runbook: slow database (also disk, CPU, memory)
+	$(SVOI) runbook show 04-db-slow
+
+runbook-api-5xx: ## Runbook: API 5xx spike
+	$(SVOI) runbook show 05-api-5xx-spike
+
+emergency-restart: ## Stop (SIGKILL after the grace), start, wait until ready, health check
+	-$(MAKE) --no-print-directory stop
+	$(MAKE) --no-print-directory start
+	for i in $$(seq 60); do $(OPS) health >/dev/null 2>&1 && break; sleep 1; done
+	$(OPS) health
+
+emergency-logs: ## Write a diagnostics bundle (logs, status, redacted config, metrics) as tar.gz
+	$(OPS) emergency logs
+
+emergency-status: ## Process, uptime, connections, queue, last frame, database, disk, errors
+	$(OPS) emergency status
+
+incident: ## Open an incident file: make incident TITLE="No frames from region 3"
+	$(OPS) incident new --title "$(TITLE)"
+
+daily-ops: ## Daily checks: health, alerts, smoke test
+	$(OPS) health
+	$(OPS) alerts check
+	$(OPS) smoke
+
+security-check: ## Tokens in use, refused credentials, listen addresses
+	$(OPS) token list
+	curl -fsS $(API)/metrics | grep '^svoi_api_auth_failures_total' || echo "no refused credentials since start"
+	$(OPS) config check | grep -E '^(api|ingest)\.listen|^api\.metrics_listen'
+
+perf-check: ## Live latency figures, then the ingest benchmark on scratch databases
+	curl -fsS $(API)/metrics | grep -E '^svoi_(ack_latency|commit_duration)_seconds_(sum|count)'
+	$(SVOI) bench ingest
+
+backup: ## Back up the database (svoi backup create: arrives with issue #7)
+restore: ## Restore a backup (svoi backup restore: arrives with issue #7)
+maintenance: ## Open a maintenance window (svoi maintenance start: arrives with issue #7)
+backup restore maintenance:
+	@echo "make $@ needs svoi backup / svoi maintenance, which arrive with issue #7;" >&2
+	@echo "until then follow: svoi runbook show 06-backup-restore (07-maintenance-window)" >&2
+	@exit 2
+
+db-migrate: ## Apply pending schema migrations to the configured database
+	$(OPS) db migrate
 
 ci: ## Run what CI runs (.ci/run)
 	./.ci/run

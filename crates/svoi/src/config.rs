@@ -41,6 +41,52 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Thresholds of `svoi alerts check` (the defaults are those of the Prometheus rules).
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: the conditions `svoi alerts check` evaluates. The defaults are the thresholds
+/// written in `ops/alerts/prometheus-rules.yml`; a test keeps the two equal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// NoFrames: no device message for this long while devices are connected.
+    pub no_frames_after: Duration,
+    /// QueueDepthHigh: frames waiting for the writer above this.
+    pub queue_depth: usize,
+    /// DecodeErrorRateHigh: decode errors per message received above this.
+    pub decode_error_ratio: Ratio,
+    /// DatabaseCommitSlow: the 99th percentile of commit durations above this.
+    pub commit_p99: Duration,
+    /// ApiErrorRateHigh: 5xx answers per API request above this.
+    pub api_5xx_ratio: Ratio,
+    /// FailedAuthHigh: refused credentials per minute above this.
+    pub failed_auth_per_minute: usize,
+    /// DiskSpaceLow: free space of the data filesystem below this fraction.
+    pub disk_free_ratio: Ratio,
+    /// HighCpu: busy fraction of the host's CPUs above this.
+    pub cpu_ratio: Ratio,
+    /// HighMemory: used fraction of the host's memory above this.
+    pub memory_ratio: Ratio,
+    /// NoRecentBackup: the last successful backup older than this.
+    pub backup_max_age: Duration,
+}
+
+/// A fraction from 0 to 1, kept in millionths so the configuration stays `Eq`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ratio(u32);
+
+impl Ratio {
+    /// The nearest millionth of `v` (clamped to 0..=1).
+    pub fn new(v: f64) -> Self {
+        // Clamped to 0..=1 first, so the product fits in u32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ratio((v.clamp(0.0, 1.0) * 1e6).round() as u32)
+    }
+
+    /// The fraction.
+    pub fn get(self) -> f64 {
+        f64::from(self.0) / 1e6
+    }
 }
 
 /// `[ingest]`: the device-facing TCP listener, sessions and the batch writer — the ingest
@@ -84,6 +130,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `warn,svoi_ingest=debug`.
     pub level: String,
+    /// Append the log to this file instead of standard error (`svoi smoke`, `svoi emergency`
+    /// and `svoi incident` read it back).
+    pub file: Option<PathBuf>,
 }
 
 /// Log output format.
@@ -340,6 +389,19 @@ fn placeholder() -> Config {
         log: LogConfig {
             format: LogFormat::Text,
             level: String::new(),
+            file: None,
+        },
+        alerts: AlertsConfig {
+            no_frames_after: Duration::ZERO,
+            queue_depth: 0,
+            decode_error_ratio: Ratio::default(),
+            commit_p99: Duration::ZERO,
+            api_5xx_ratio: Ratio::default(),
+            failed_auth_per_minute: 0,
+            disk_free_ratio: Ratio::default(),
+            cpu_ratio: Ratio::default(),
+            memory_ratio: Ratio::default(),
+            backup_max_age: Duration::ZERO,
         },
     }
 }
@@ -432,6 +494,8 @@ impl Walk<'_> {
             (DeValue::Integer(n), true) => i128::from_str_radix(n.as_str(), n.radix())
                 .map_or_else(|_| n.as_str().to_string(), |n| n.to_string()),
             (DeValue::String(s), false) => s.to_string(),
+            // `decode_error_ratio = 0.05`: the key's own parser judges the number.
+            (DeValue::Float(f), false) => f.as_str().to_string(),
             (other, integer) => {
                 let expected = if integer { "an integer" } else { "a string" };
                 return self.problem(

@@ -8,6 +8,7 @@
 mod cmd;
 mod config;
 mod metrics;
+mod probe;
 mod telemetry;
 mod timearg;
 
@@ -29,6 +30,9 @@ struct Cli {
     /// Log format: text or json (config `log.format`).
     #[arg(long, global = true, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Append the server's log to this file instead of standard error (config `log.file`).
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,6 +64,29 @@ enum Command {
     /// Measure this machine.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// The on-call runbooks (embedded copies of ops/runbooks).
+    #[command(subcommand)]
+    Runbook(cmd::runbook::RunbookCommand),
+    /// The alert conditions of ops/alerts/prometheus-rules.yml, evaluated without Prometheus.
+    #[command(subcommand)]
+    Alerts(cmd::alerts::AlertsCommand),
+    /// End-to-end check of a running server: config, API, a synthetic device, database, host.
+    ///
+    /// Exit 0 when no item fails (skipped items do not fail the run), 1 otherwise.
+    Smoke(cmd::smoke::SmokeArgs),
+    /// Quick health check: liveness, readiness, database, disk. Exit 0 when healthy.
+    Health(cmd::smoke::HealthArgs),
+    /// Emergency commands: one-screen status, a diagnostics bundle.
+    #[command(subcommand)]
+    Emergency(cmd::emergency::EmergencyCommand),
+    /// Incident files from ops/templates.
+    #[command(subcommand)]
+    Incident(cmd::incident::IncidentCommand),
+    /// Database administration.
+    #[command(subcommand)]
+    Db(cmd::db::DbCommand),
+    /// Run `svoi serve` in the background with a pid file (machines without systemd).
+    Service(cmd::service::ServiceArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,7 +101,8 @@ fn main() -> ExitCode {
     };
     let mut overrides = config::Overrides::default()
         .with("db", "--db", cli.db.as_deref())
-        .with("log.format", "--log-format", cli.log_format.as_deref());
+        .with("log.format", "--log-format", cli.log_format.as_deref())
+        .with("log.file", "--log-file", cli.log_file.as_deref());
     if let Command::Serve(a) = &cli.command {
         overrides = overrides
             .with("ingest.listen", "--listen", a.listen.as_deref())
@@ -91,6 +119,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => cmd::decode::run(&args),
         Command::Fields(args) => cmd::fields::run(&args),
         Command::Sim(args) => cmd::sim::run(&args),
+        Command::Runbook(c) => cmd::runbook::run(&c),
         Command::Config(c) => cmd::config::run(&c, loaded),
         command => match loaded {
             Err(e) => Err(e),
@@ -99,7 +128,18 @@ fn main() -> ExitCode {
                 Command::Reprocess(args) => cmd::reprocess::run(&args, &loaded),
                 Command::Bench(b) => cmd::bench::run(&b, &loaded),
                 Command::Token(t) => cmd::token::run(&t, &loaded),
-                Command::Decode(_) | Command::Fields(_) | Command::Sim(_) | Command::Config(_) => {
+                Command::Alerts(c) => cmd::alerts::run(&c, &loaded),
+                Command::Smoke(a) => cmd::smoke::run_smoke(&a, &loaded),
+                Command::Health(a) => cmd::smoke::run_health(&a, &loaded),
+                Command::Emergency(c) => cmd::emergency::run(&c, &loaded),
+                Command::Incident(c) => cmd::incident::run(&c, &loaded),
+                Command::Service(a) => cmd::service::run(&a, &loaded),
+                Command::Db(c) => cmd::db::run(&c, &loaded),
+                Command::Decode(_)
+                | Command::Fields(_)
+                | Command::Sim(_)
+                | Command::Config(_)
+                | Command::Runbook(_) => {
                     unreachable!("handled above")
                 }
             },

@@ -7,6 +7,7 @@
 //! recorder just before each render, so the hot path pays for one atomic add, not a registry
 //! lookup.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -90,6 +91,15 @@ fn describe() {
         "svoi_ingest_listener_up",
         "1 while the device listener accepts connections"
     );
+    describe_gauge!(
+        "svoi_disk_free_bytes",
+        "Bytes available on the filesystem of the data (the SQLite database's directory, or the working directory on PostgreSQL)"
+    );
+    describe_gauge!("svoi_disk_size_bytes", "Size of the filesystem of the data");
+    describe_gauge!(
+        "svoi_maintenance_mode",
+        "1 while a maintenance window is open (warning alerts are silenced); no window exists yet, so 0"
+    );
 }
 
 /// Copies the ingest counters into the recorder.
@@ -114,10 +124,25 @@ pub fn publish(stats: &IngestStats) {
     gauge!("svoi_ingest_listener_up").set(flag(stats.listener_up.load(Ordering::Relaxed)));
 }
 
+/// Publishes the free and total space of the filesystem holding `data_dir` (nothing when it
+/// cannot be read: a missing series, not a made-up value).
+pub fn publish_disk(data_dir: &Path) {
+    if let Some(space) = crate::probe::disk_space(data_dir) {
+        gauge!("svoi_disk_free_bytes").set(space.free as f64);
+        gauge!("svoi_disk_size_bytes").set(space.total as f64);
+    }
+}
+
 /// The `/metrics` body source handed to the API: publish, then render.
-pub fn render_fn(handle: PrometheusHandle, stats: Arc<IngestStats>) -> svoi_api::MetricsRender {
+pub fn render_fn(
+    handle: PrometheusHandle,
+    stats: Arc<IngestStats>,
+    data_dir: PathBuf,
+) -> svoi_api::MetricsRender {
+    gauge!("svoi_maintenance_mode").set(0.0);
     Arc::new(move || {
         publish(&stats);
+        publish_disk(&data_dir);
         handle.render()
     })
 }

@@ -77,7 +77,7 @@ fn check_with_a_good_file_exits_0_and_shows_file_sources() {
     assert!(line_of(&out, "ingest.max_connections").ends_with("# file:svoi.toml:6"));
     assert!(line_of(&out, "sqlite.synchronous").ends_with("# file:svoi.toml:9"));
     assert!(line_of(&out, "log.level").ends_with("# default"));
-    assert_eq!(stdout(&out).lines().count(), 19, "one line per key");
+    assert_eq!(stdout(&out).lines().count(), 30, "one line per key");
     assert_eq!(stderr(&out), "", "no warnings");
 }
 
@@ -232,5 +232,43 @@ fn unknown_svoi_variables_warn_but_pass() {
         stderr(&out),
         "svoi: warning: unknown environment variable SVOI_INGEST_LISEN \
          (did you mean \"SVOI_INGEST_LISTEN\"?)\n"
+    );
+}
+
+#[test]
+fn the_shipped_systemd_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/systemd/svoi.toml"
+    );
+    let out = svoi(dir.path(), &["--config", shipped, "config", "check"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(line_of(&out, "log.file").contains("/var/log/svoi/svoi.log"));
+    assert!(line_of(&out, "db").contains("sqlite:/var/lib/svoi/svoi.db"));
+}
+
+#[test]
+fn alert_thresholds_take_fractions_percentages_and_toml_floats() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("svoi.toml");
+    fs::write(
+        &file,
+        "[alerts]\ndecode_error_ratio = 0.2\napi_5xx_ratio = \"1%\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = svoi(dir.path(), &["--config", path, "config", "check"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(line_of(&out, "alerts.decode_error_ratio").contains("0.2"));
+    assert!(line_of(&out, "alerts.api_5xx_ratio").contains("0.01"));
+    fs::write(&file, "[alerts]\n\ndisk_free_ratio = 1.5\n").unwrap();
+    let out = svoi(dir.path(), &["--config", path, "config", "check"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fraction from 0 to 1"),
+        "{}",
+        stderr(&out)
     );
 }

@@ -294,3 +294,50 @@ fn postgres_stopping_under_load_loses_nothing_and_recovers_by_itself() {
     assert!(log.contains("database unreachable"), "{log}");
     assert!(log.contains("database reachable again"), "{log}");
 }
+
+/// The runbooks' PostgreSQL queries (```sql postgres blocks; the SQLite ones run in the
+/// binary's unit tests) run on a migrated database, as the on-call engineer would paste them.
+/// (```sql pg_stat_statements blocks need that extension preloaded at server start: not run.)
+#[test]
+fn every_postgres_query_in_the_runbooks_runs_on_the_real_schema() {
+    let db = svoi_testpg::database();
+    let out = std::process::Command::new(util::BIN)
+        .args(["--db", db.url(), "db", "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ops/runbooks");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut block: Option<String> = None;
+        for line in text.lines() {
+            let fence = line.trim_start().strip_prefix("```");
+            match (&mut block, fence) {
+                (None, Some(info)) if info.trim() == "sql postgres" => block = Some(String::new()),
+                (Some(sql), Some(_)) => {
+                    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                        if let Err(e) =
+                            db.try_psql(&format!("BEGIN READ ONLY; {statement}; ROLLBACK"))
+                        {
+                            panic!("{}: {e}\n{statement}", path.display());
+                        }
+                        checked += 1;
+                    }
+                    block = None;
+                }
+                (Some(sql), None) => {
+                    sql.push_str(line);
+                    sql.push('\n');
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(checked >= 3, "only {checked} PostgreSQL queries found");
+}

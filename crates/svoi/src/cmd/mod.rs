@@ -1,12 +1,19 @@
 //! One module per subcommand; each exposes `Args` (clap) and a `run` returning the exit code.
 
+pub mod alerts;
 pub mod bench;
 pub mod config;
+pub mod db;
 pub mod decode;
+pub mod emergency;
 pub mod fields;
+pub mod incident;
 pub mod reprocess;
+pub mod runbook;
 pub mod serve;
+pub mod service;
 pub mod sim;
+pub mod smoke;
 pub mod token;
 
 use anyhow::{Context, Result};

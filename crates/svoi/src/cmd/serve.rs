@@ -92,7 +92,11 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
         let state = svoi_api::ApiState::new(
             reader,
             Arc::new(crate::metrics::IngestLive(server.stats())),
-            crate::metrics::render_fn(metrics.clone(), server.stats()),
+            crate::metrics::render_fn(
+                metrics.clone(),
+                server.stats(),
+                crate::probe::data_dir(&loaded.config),
+            ),
         );
         let http_stop = CancellationToken::new();
         let mut http = tokio::task::JoinSet::new();

@@ -48,6 +48,17 @@ pub(super) const KEYS: &[Key] = &[
     key!("postgres.statement_timeout" = "30s", Positive => postgres.statement_timeout),
     key!("log.format" = "text", Format => log.format),
     key!("log.level" = "info", Filter => log.level),
+    key!("log.file" = "", OptionalPath => log.file),
+    key!("alerts.no_frames_after" = "10m", Positive => alerts.no_frames_after),
+    key!("alerts.queue_depth" = "2048", Count<1> => alerts.queue_depth),
+    key!("alerts.decode_error_ratio" = "0.05", Fraction => alerts.decode_error_ratio),
+    key!("alerts.commit_p99" = "1s", Positive => alerts.commit_p99),
+    key!("alerts.api_5xx_ratio" = "0.05", Fraction => alerts.api_5xx_ratio),
+    key!("alerts.failed_auth_per_minute" = "30", Count<1> => alerts.failed_auth_per_minute),
+    key!("alerts.disk_free_ratio" = "0.10", Fraction => alerts.disk_free_ratio),
+    key!("alerts.cpu_ratio" = "0.90", Fraction => alerts.cpu_ratio),
+    key!("alerts.memory_ratio" = "0.90", Fraction => alerts.memory_ratio),
+    key!("alerts.backup_max_age" = "26h", Positive => alerts.backup_max_age),
 ];
 
 /// One configuration key.
@@ -232,6 +243,49 @@ impl Kind for Positive {
 
     fn show(value: &Duration) -> String {
         AnyDuration::show(value)
+    }
+}
+
+/// An optional file path; the empty string means none.
+pub(super) struct OptionalPath;
+
+impl Kind for OptionalPath {
+    type Value = Option<std::path::PathBuf>;
+
+    fn parse(raw: &str) -> Result<Self::Value, String> {
+        Ok((!raw.trim().is_empty()).then(|| std::path::PathBuf::from(raw)))
+    }
+
+    fn show(value: &Self::Value) -> String {
+        value
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// A fraction from 0 to 1, written `0.05` or `5%`.
+pub(super) struct Fraction;
+
+impl Kind for Fraction {
+    type Value = super::Ratio;
+
+    fn parse(raw: &str) -> Result<super::Ratio, String> {
+        let text = raw.trim();
+        let (number, scale) = match text.strip_suffix('%') {
+            Some(pct) => (pct.trim(), 100.0),
+            None => (text, 1.0),
+        };
+        match number.parse::<f64>() {
+            Ok(v) if (0.0..=scale).contains(&v) => Ok(super::Ratio::new(v / scale)),
+            _ => Err(format!(
+                "expected a fraction from 0 to 1 such as \"0.05\" or \"5%\", got {raw:?}"
+            )),
+        }
+    }
+
+    fn show(value: &super::Ratio) -> String {
+        value.get().to_string()
     }
 }
 

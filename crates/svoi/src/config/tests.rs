@@ -76,6 +76,17 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.sqlite.busy_timeout, Duration::from_secs(5));
     assert_eq!(c.log.format, LogFormat::Text);
     assert_eq!(c.log.level, "info");
+    assert_eq!(c.log.file, None);
+    assert_eq!(c.alerts.no_frames_after, Duration::from_secs(600));
+    assert_eq!(c.alerts.queue_depth, 2048);
+    assert_eq!(c.alerts.decode_error_ratio.get(), 0.05);
+    assert_eq!(c.alerts.commit_p99, Duration::from_secs(1));
+    assert_eq!(c.alerts.api_5xx_ratio.get(), 0.05);
+    assert_eq!(c.alerts.failed_auth_per_minute, 30);
+    assert_eq!(c.alerts.disk_free_ratio.get(), 0.1);
+    assert_eq!(c.alerts.cpu_ratio.get(), 0.9);
+    assert_eq!(c.alerts.memory_ratio.get(), 0.9);
+    assert_eq!(c.alerts.backup_max_age, Duration::from_secs(26 * 3600));
     assert!(loaded.sources.iter().all(|(_, _, s)| *s == Source::Default));
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
@@ -105,6 +116,17 @@ fn key_names_and_variables_are_the_documented_interface() {
             "postgres.statement_timeout",
             "log.format",
             "log.level",
+            "log.file",
+            "alerts.no_frames_after",
+            "alerts.queue_depth",
+            "alerts.decode_error_ratio",
+            "alerts.commit_p99",
+            "alerts.api_5xx_ratio",
+            "alerts.failed_auth_per_minute",
+            "alerts.disk_free_ratio",
+            "alerts.cpu_ratio",
+            "alerts.memory_ratio",
+            "alerts.backup_max_age",
         ]
     );
     let vars: Vec<String> = KEYS.iter().map(Key::env_var).collect();
@@ -147,6 +169,17 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("postgres.statement_timeout", ["1s", "2s", "3s"]),
     ("log.format", ["json", "text", "json"]),
     ("log.level", ["debug", "warn", "svoi=trace"]),
+    ("log.file", ["/var/log/a.log", "b.log", "logs/c.log"]),
+    ("alerts.no_frames_after", ["1m", "2m", "3h"]),
+    ("alerts.queue_depth", ["1", "2", "3"]),
+    ("alerts.decode_error_ratio", ["0.1", "0.2", "0"]),
+    ("alerts.commit_p99", ["1s", "2s", "500ms"]),
+    ("alerts.api_5xx_ratio", ["0.1", "0.2", "1"]),
+    ("alerts.failed_auth_per_minute", ["1", "2", "3"]),
+    ("alerts.disk_free_ratio", ["0.05", "0.2", "0.3"]),
+    ("alerts.cpu_ratio", ["0.5", "0.6", "0.7"]),
+    ("alerts.memory_ratio", ["0.5", "0.6", "0.75"]),
+    ("alerts.backup_max_age", ["1h", "2days", "30m"]),
 ];
 
 #[test]
