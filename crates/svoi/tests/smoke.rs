@@ -77,6 +77,16 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A test that fails midway must not leave its server running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Runs `svoi ARGS` in `dir` without inherited `SVOI_*` variables, with thresholds no test
 /// machine fails (the thresholds themselves are unit-tested), plus `env`.
 fn svoi(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Output {

@@ -73,6 +73,7 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let mut signals = Signals::watch()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {} (ingest.listen)", config.listen))?;
@@ -150,7 +151,7 @@ pub fn run(loaded: &Loaded) -> Result<ExitCode> {
                 );
             }
         });
-        let signal = wait_for_signal().await?;
+        let signal = signals.wait().await?;
         summary.abort();
         info!(signal, grace_s = grace.as_secs_f64(), "shutting down");
         let stats = server.stats();
@@ -216,21 +217,45 @@ fn raise_fd_limit(max_connections: usize) {
     }
 }
 
+/// SIGTERM and SIGINT, watched from before the listeners open: a signal that arrives as soon
+/// as a port accepts connections shuts the server down cleanly instead of killing it.
 #[cfg(unix)]
-async fn wait_for_signal() -> Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn watch() -> Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        })
+    }
+
+    async fn wait(&mut self) -> Result<&'static str> {
+        Ok(tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        })
+    }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> Result<&'static str> {
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot watch Ctrl-C")?;
-    Ok("ctrl-c")
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn watch() -> Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn wait(&mut self) -> Result<&'static str> {
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot watch Ctrl-C")?;
+        Ok("ctrl-c")
+    }
 }
