@@ -529,3 +529,61 @@ fn a_stopped_server_is_server_down() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["firing"], serde_json::json!(["ServerDown"]));
 }
+
+/// Every `svoi_*` metric the alert rules and the Grafana dashboard query is one the server
+/// exports (after some traffic, a decode error and a refused token), so no panel or rule waits
+/// on a misspelt name. The backup metrics arrive with `svoi backup` (issue #7).
+#[test]
+fn every_metric_the_rules_and_dashboard_use_is_exported() {
+    let d = Drill::start(None, &[]);
+    let out = util::sim(d.dev, &["--devices", "2", "--records", "20"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut bad = device(d.dev, "861230043907628");
+    let mut corrupt = encode::keepalive(1, 0).unwrap();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    bad.write_all(&corrupt).unwrap();
+    let agent = util::client();
+    let (status, _) = util::get(
+        &agent,
+        &format!("http://{}/api/v1/devices", d.api),
+        Some("svoi_not_a_token"),
+    );
+    assert_eq!(status, 401);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, metrics) = util::get(&agent, &format!("http://{}/metrics", d.api), None);
+    assert_eq!(status, 200);
+    let exported: std::collections::HashSet<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut used = std::collections::BTreeSet::new();
+    for file in [
+        "ops/alerts/prometheus-rules.yml",
+        "deploy/grafana/dashboards/svoi.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("svoi_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.insert((file, name));
+        }
+    }
+    let missing: Vec<_> = used
+        .iter()
+        .filter(|(_, name)| !name.starts_with("svoi_backup_"))
+        .filter(|(_, name)| !exported.contains(name.as_str()))
+        .collect();
+    assert!(used.len() > 20, "only {} metric names found", used.len());
+    assert!(missing.is_empty(), "not exported: {missing:?}");
+    drop(bad);
+    d.stop();
+}

@@ -112,3 +112,45 @@ fn make_help_documents_every_target() {
         .count();
     assert_eq!(defined, phony.len(), "every documented target is .PHONY");
 }
+
+#[test]
+fn make_has_every_operations_target() {
+    let make = read("Makefile");
+    for target in [
+        "build",
+        "start",
+        "stop",
+        "restart",
+        "status",
+        "logs",
+        "test",
+        "test-client",
+        "test-api",
+        "smoke-test",
+        "health-check",
+        "monitor",
+        "metrics",
+        "alerts",
+        "runbook-no-frames",
+        "runbook-queue-spike",
+        "runbook-decode-errors",
+        "runbook-db-slow",
+        "runbook-api-5xx",
+        "emergency-restart",
+        "emergency-logs",
+        "emergency-status",
+        "daily-ops",
+        "security-check",
+        "perf-check",
+        "maintenance",
+        "backup",
+        "restore",
+        "db-migrate",
+    ] {
+        assert!(
+            make.lines()
+                .any(|l| l.starts_with(&format!("{target}:")) && l.contains("## ")),
+            "make {target} is missing or has no help text"
+        );
+    }
+}
