@@ -149,6 +149,7 @@ impl Report {
     /// Asserts `name` fires with `runbook`, and the exit code says so.
     fn assert_fires(&self, name: &str, runbook: &str) {
         assert!(self.firing(name), "{name} should fire: {}", self.doc);
+        eprintln!("drill: {name} firing: {}", self.alert(name)["detail"]);
         assert_eq!(self.code, Some(1), "exit code with {name} firing");
         assert_eq!(
             self.alert(name)["runbook"],
@@ -165,6 +166,7 @@ impl Report {
     /// commits in the window", "no API requests in the window").
     fn clear_on_traffic(&self, name: &str) -> bool {
         let a = self.alert(name);
+        eprintln!("drill: {name} {}: {}", a["state"], a["detail"]);
         a["state"] == "ok" && !a["detail"].as_str().unwrap_or("").starts_with("no ")
     }
 
