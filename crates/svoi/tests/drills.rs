@@ -84,6 +84,34 @@ impl Drill {
         )
     }
 
+    /// Checks until `name` fires (at most `limit`), then asserts it fires with `runbook`.
+    fn wait_firing(
+        &self,
+        thresholds: &[(&str, &str)],
+        name: &str,
+        runbook: &str,
+        limit: Duration,
+    ) -> Report {
+        let r = until(limit, || self.check(thresholds), |r| r.firing(name));
+        r.assert_fires(name, runbook);
+        r
+    }
+
+    /// Checks until `name` is clear on real traffic (at most `limit`), then asserts it is.
+    fn wait_clear(&self, thresholds: &[(&str, &str)], name: &str, limit: Duration) -> Report {
+        let r = until(
+            limit,
+            || self.check(thresholds),
+            |r| r.clear_on_traffic(name),
+        );
+        assert!(
+            r.clear_on_traffic(name),
+            "{name} clear on real traffic: {}",
+            r.doc
+        );
+        r
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
@@ -253,6 +281,26 @@ fn sim(addr: SocketAddr, extra: &[&str]) -> Child {
         .unwrap()
 }
 
+/// A fleet of `devices` sending `rate` records/s each for `duration`, in the background.
+fn steady_fleet(addr: SocketAddr, devices: u32, rate: u32, duration: &str) -> Child {
+    let (devices, rate) = (devices.to_string(), rate.to_string());
+    sim(
+        addr,
+        &[
+            "--devices",
+            &devices,
+            "--rate",
+            &rate,
+            "--duration",
+            duration,
+            "--records",
+            "100000",
+            "--reply-timeout",
+            "30s",
+        ],
+    )
+}
+
 fn lock_database(path: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
@@ -317,12 +365,12 @@ fn drill_queue_spike() {
             "60s",
         ],
     );
-    let r = until(
+    d.wait_firing(
+        &limits,
+        "QueueDepthHigh",
+        "02-queue-spike",
         Duration::from_secs(20),
-        || d.check(&limits),
-        |r| r.firing("QueueDepthHigh"),
     );
-    r.assert_fires("QueueDepthHigh", "02-queue-spike");
 
     // Recovery: the lock goes, the queue drains, the fleet finishes.
     lock.execute_batch("ROLLBACK").unwrap();
@@ -349,40 +397,19 @@ fn drill_decode_errors_spike() {
         let _ = writer.write_all(&corrupt);
         std::thread::sleep(Duration::from_millis(50));
     });
-    let r = until(
+    d.wait_firing(
+        &limits,
+        "DecodeErrorRateHigh",
+        "03-decode-errors-spike",
         Duration::from_secs(10),
-        || d.check(&limits),
-        |r| r.firing("DecodeErrorRateHigh"),
     );
-    r.assert_fires("DecodeErrorRateHigh", "03-decode-errors-spike");
     garbage.stop();
     let _ = bad.flush();
     drop(bad);
 
     // Recovery: the faulty device is gone, good devices keep sending.
-    let mut fleet = sim(
-        d.dev,
-        &[
-            "--devices",
-            "4",
-            "--rate",
-            "50",
-            "--duration",
-            "20s",
-            "--records",
-            "100000",
-        ],
-    );
-    let r = until(
-        Duration::from_secs(10),
-        || d.check(&limits),
-        |r| r.clear_on_traffic("DecodeErrorRateHigh"),
-    );
-    assert!(
-        r.clear_on_traffic("DecodeErrorRateHigh"),
-        "DecodeErrorRateHigh clear on real traffic: {}",
-        r.doc
-    );
+    let mut fleet = steady_fleet(d.dev, 4, 50, "20s");
+    let r = d.wait_clear(&limits, "DecodeErrorRateHigh", Duration::from_secs(10));
     let detail = r.alert("DecodeErrorRateHigh")["detail"]
         .as_str()
         .unwrap()
@@ -400,31 +427,8 @@ fn drill_decode_errors_spike() {
 fn drill_slow_database() {
     let d = Drill::start(None, &[("SVOI_SQLITE_BUSY_TIMEOUT", "30s")]);
     let limits = [("SVOI_ALERTS_COMMIT_P99", "250ms")];
-    let mut fleet = sim(
-        d.dev,
-        &[
-            "--devices",
-            "4",
-            "--rate",
-            "40",
-            "--duration",
-            "40s",
-            "--records",
-            "100000",
-            "--reply-timeout",
-            "30s",
-        ],
-    );
-    let r = until(
-        Duration::from_secs(10),
-        || d.check(&limits),
-        |r| r.clear_on_traffic("DatabaseCommitSlow"),
-    );
-    assert!(
-        r.clear_on_traffic("DatabaseCommitSlow"),
-        "DatabaseCommitSlow clear on real traffic: {}",
-        r.doc
-    );
+    let mut fleet = steady_fleet(d.dev, 4, 40, "40s");
+    d.wait_clear(&limits, "DatabaseCommitSlow", Duration::from_secs(10));
 
     // The incident: another writer holds the database for 600 ms at a time.
     let path = d.db_path();
@@ -434,25 +438,16 @@ fn drill_slow_database() {
         lock.execute_batch("ROLLBACK").unwrap();
         std::thread::sleep(Duration::from_millis(20));
     });
-    let r = until(
+    d.wait_firing(
+        &limits,
+        "DatabaseCommitSlow",
+        "04-db-slow",
         Duration::from_secs(15),
-        || d.check(&limits),
-        |r| r.firing("DatabaseCommitSlow"),
     );
-    r.assert_fires("DatabaseCommitSlow", "04-db-slow");
 
     // Recovery: the other writer stops; commits are fast again.
     hog.stop();
-    let r = until(
-        Duration::from_secs(15),
-        || d.check(&limits),
-        |r| r.clear_on_traffic("DatabaseCommitSlow"),
-    );
-    assert!(
-        r.clear_on_traffic("DatabaseCommitSlow"),
-        "DatabaseCommitSlow clear on real traffic: {}",
-        r.doc
-    );
+    d.wait_clear(&limits, "DatabaseCommitSlow", Duration::from_secs(15));
     let _ = fleet.kill();
     let _ = fleet.wait();
     d.stop();
@@ -483,39 +478,21 @@ fn drill_api_5xx() {
         let _ = util::get(&agent, &url, Some(&token));
         std::thread::sleep(Duration::from_millis(50));
     });
-    let r = until(
-        Duration::from_secs(10),
-        || d.check(&limits),
-        |r| r.clear_on_traffic("ApiErrorRateHigh"),
-    );
-    assert!(
-        r.clear_on_traffic("ApiErrorRateHigh"),
-        "ApiErrorRateHigh clear on real traffic: {}",
-        r.doc
-    );
+    d.wait_clear(&limits, "ApiErrorRateHigh", Duration::from_secs(10));
 
     // The incident: the database goes away, API requests fail.
     cluster.stop();
-    let r = until(
+    let r = d.wait_firing(
+        &limits,
+        "ApiErrorRateHigh",
+        "05-api-5xx-spike",
         Duration::from_secs(15),
-        || d.check(&limits),
-        |r| r.firing("ApiErrorRateHigh"),
     );
-    r.assert_fires("ApiErrorRateHigh", "05-api-5xx-spike");
     assert!(!r.firing("ServerDown"), "the process itself still answers");
 
     // Recovery: the database is back; the pool reconnects by itself.
     cluster.start_again();
-    let r = until(
-        Duration::from_secs(20),
-        || d.check(&limits),
-        |r| r.clear_on_traffic("ApiErrorRateHigh"),
-    );
-    assert!(
-        r.clear_on_traffic("ApiErrorRateHigh"),
-        "ApiErrorRateHigh clear on real traffic: {}",
-        r.doc
-    );
+    d.wait_clear(&limits, "ApiErrorRateHigh", Duration::from_secs(20));
     traffic.stop();
     d.stop();
     drop(db);
