@@ -182,6 +182,21 @@ impl Scrape {
         found
     }
 
+    /// The server's data filesystem from its `svoi_disk_free_bytes` and `svoi_disk_size_bytes`
+    /// gauges (for a server on another host); `None` when either is missing or not a size.
+    pub fn disk_space(&self) -> Option<Space> {
+        let bytes = |name: &str| {
+            let v = self.value(name)?;
+            // Byte counts are whole and non-negative; the guard checks it before the cast.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            (v.is_finite() && v >= 0.0).then(|| v.round() as u64)
+        };
+        Some(Space {
+            free: bytes("svoi_disk_free_bytes")?,
+            total: bytes("svoi_disk_size_bytes")?,
+        })
+    }
+
     /// The cumulative buckets of histogram `name` summed over its other labels, by upper
     /// bound in ascending order (the `+Inf` bucket last).
     pub fn buckets(&self, name: &str) -> Vec<(f64, f64)> {
@@ -332,6 +347,9 @@ pub fn data_dir(config: &Config) -> PathBuf {
     }
 }
 
+/// Bytes in a GiB, for the figures people read.
+pub const GIB: f64 = (1u64 << 30) as f64;
+
 /// Free and total bytes of one filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Space {
@@ -481,6 +499,15 @@ weird{a="x\"y,z",b="2"} 1e3
         });
         assert_eq!(api_5xx, Some(3.0));
         assert_eq!(s.value("missing"), None);
+        assert_eq!(s.disk_space(), None);
+        let disk = Scrape::parse("svoi_disk_free_bytes 25\nsvoi_disk_size_bytes 100\n");
+        assert_eq!(
+            disk.disk_space(),
+            Some(Space {
+                free: 25,
+                total: 100
+            })
+        );
         let weird = s.samples.iter().find(|x| x.name == "weird").unwrap();
         assert_eq!(weird.label("a"), Some("x\"y,z"));
         assert_eq!(weird.label("b"), Some("2"));

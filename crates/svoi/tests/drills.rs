@@ -459,18 +459,7 @@ fn drill_api_5xx() {
     let cluster = svoi_testpg::Cluster::start();
     let db = cluster.database();
     let d = Drill::start(Some(db.url()), &[("SVOI_POSTGRES_CONNECT_TIMEOUT", "1s")]);
-    let token = {
-        let out = Command::new(BIN)
-            .args(["--db", db.url(), "token", "create", "--name", "drill"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
-    };
+    let token = util::create_token(db.url(), "drill");
     let limits = [("SVOI_ALERTS_API_5XX_RATIO", "0.05")];
     let url = format!("http://{}/api/v1/devices", d.api);
     let agent = util::client();

@@ -170,17 +170,7 @@ fn two_servers_share_one_database_and_a_device_moves_between_them() {
     assert!(dups >= moved_before as f64, "{dups} < {moved_before}");
 
     // One token, created once, works on both servers; both list every device.
-    let out = std::process::Command::new(util::BIN)
-        .args(["token", "create", "--name", "ops", "--db", db.url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap();
-    let token = token.lines().last().unwrap().trim().to_owned();
+    let token = util::create_token(db.url(), "ops");
     for api in [api1, api2] {
         let url = format!("http://{api}/api/v1/devices?limit=100");
         let (status, body) = util::get(&client(), &url, Some(&token));

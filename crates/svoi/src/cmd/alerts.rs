@@ -15,7 +15,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::config::{AlertsConfig, Loaded};
-use crate::probe::{self, Api, Scrape};
+use crate::probe::{self, Api, GIB, Scrape};
 
 /// `svoi alerts ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -396,33 +396,28 @@ fn condition(name: &str, i: &Inputs, t: &AlertsConfig) -> (Option<bool>, String)
                 "no backup metrics (svoi backs up from issue #7 on)".into(),
             ),
         },
-        "DiskSpaceLow" => match (
-            b.value("svoi_disk_free_bytes"),
-            b.value("svoi_disk_size_bytes").filter(|s| *s > 0.0),
-        ) {
-            (Some(free), Some(size)) => {
-                let ratio = free / size;
+        "DiskSpaceLow" => match b.disk_space().filter(|d| d.total > 0) {
+            Some(space) => {
+                let ratio = space.free_ratio();
                 let limit = t.disk_free_ratio.get();
                 (
                     Some(ratio < limit),
                     format!(
                         "{:.1} of {:.1} GiB free ({:.1} %, limit {:.1} %)",
-                        free / GIB,
-                        size / GIB,
+                        space.free as f64 / GIB,
+                        space.total as f64 / GIB,
                         ratio * 100.0,
                         limit * 100.0
                     ),
                 )
             }
-            _ => (None, "svoi_disk_free_bytes missing".into()),
+            None => (None, "svoi_disk_free_bytes missing".into()),
         },
         "HighCpu" => host(i.cpu_busy, t.cpu_ratio.get(), "CPU busy"),
         "HighMemory" => host(i.memory_used, t.memory_ratio.get(), "memory used"),
         other => (None, format!("no evaluation for {other}")),
     }
 }
-
-const GIB: f64 = (1u64 << 30) as f64;
 
 fn host(figure: Option<f64>, limit: f64, what: &str) -> (Option<bool>, String) {
     match figure {

@@ -115,6 +115,21 @@ pub fn sim_report(out: &std::process::Output) -> serde_json::Value {
     })
 }
 
+/// `svoi token create --name NAME` (read scope) on database `db`: the token it prints last.
+pub fn create_token(db: &str, name: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["--db", db, "token", "create", "--name", name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().last().unwrap().trim().to_owned()
+}
+
 /// A blocking HTTP client that returns 4xx and 5xx answers instead of failing on them.
 pub fn client() -> ureq::Agent {
     ureq::Agent::config_builder()

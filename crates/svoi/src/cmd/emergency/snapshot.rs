@@ -381,11 +381,11 @@ fn api_process(processes: &[ServeProcess], start: i64) -> Option<u32> {
 
 /// The server's own disk figures, for a remote API.
 fn server_disk(raw: &Raw) -> Option<Disk> {
-    let page = Scrape::parse(raw.metrics.as_ref().ok()?);
+    let space = Scrape::parse(raw.metrics.as_ref().ok()?).disk_space()?;
     Some(Disk {
         source: "svoi_disk_free_bytes".to_string(),
-        free_bytes: count(&page, "svoi_disk_free_bytes")?,
-        total_bytes: count(&page, "svoi_disk_size_bytes")?,
+        free_bytes: space.free,
+        total_bytes: space.total,
     })
 }
 

@@ -11,7 +11,7 @@ use svoi_store::{DbUrl, Reader, Store, StoreError, StoreOptions, TokenScope};
 use super::device::SmokeRecord;
 use super::report::{Outcome, fail, one_line, pass, skip};
 use crate::config::{Loaded, Source};
-use crate::probe::{self, Api, Scrape, Space};
+use crate::probe::{self, Api, GIB, Scrape, Space};
 
 /// How far back the log item looks for ERROR lines.
 pub const LOG_WINDOW: Duration = Duration::from_secs(15 * 60);
@@ -28,8 +28,6 @@ const BODY_CHARS: usize = 120;
 /// Longest wait for a PostgreSQL connection or statement of the database item and the
 /// temporary token, whatever the configuration says: a smoke test must not hang.
 const DB_TIMEOUT: Duration = Duration::from_secs(3);
-
-const GIB: f64 = (1u64 << 30) as f64;
 
 /// `config`: the configuration loaded and validated; the detail says where it came from.
 pub fn config(loaded: &Loaded) -> Outcome {
@@ -228,21 +226,8 @@ pub fn disk(loaded: &Loaded, local: bool, scrape: Option<&Scrape>) -> Outcome {
             )),
         };
     }
-    let gauges = scrape.and_then(|s| {
-        Some((
-            s.value("svoi_disk_free_bytes")?,
-            s.value("svoi_disk_size_bytes")?,
-        ))
-    });
-    match gauges {
-        Some((free, total)) => disk_verdict(
-            Space {
-                free: free.max(0.0) as u64,
-                total: total.max(0.0) as u64,
-            },
-            min,
-            "the server (svoi_disk_* of /metrics)",
-        ),
+    match scrape.and_then(Scrape::disk_space) {
+        Some(space) => disk_verdict(space, min, "the server (svoi_disk_* of /metrics)"),
         None => skip("the server is not on this host and /metrics has no svoi_disk_* gauges"),
     }
 }
