@@ -12,9 +12,11 @@
 //! keyset-paged queries ([`PageQuery`], [`Cursor`]) and token look-up; tokens are written
 //! through the [`Store`]. The crate knows nothing of NTCB, FLEX, TCP or HTTP.
 
+pub mod backup;
 mod checkpoint;
 mod error;
 mod migrate;
+mod ops;
 mod options;
 mod pg;
 mod pool;
@@ -29,6 +31,11 @@ mod url;
 
 pub use checkpoint::{CheckpointResult, Checkpointer, CheckpointerHandle};
 pub use error::StoreError;
+pub use ops::{
+    DailyFigures, DbStats, HourlyStats, IndexUsage, LogEntry, LogResult, NewLogEntry, NewWindow,
+    OpsState, OptimizeReport, RetentionPlan, RetentionReport, RowCounts, SlowQuery, TableSize,
+    Window,
+};
 pub use options::{BACKSTOP_CHECKPOINT_PAGES, PgOptions, RecordsVia, StoreOptions, Synchronous};
 pub use pg::{create_database as pg_create_database, drop_database as pg_drop_database};
 pub use query::{

@@ -10,6 +10,7 @@ use crate::StoreError;
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_api.sql")),
+    (3, include_str!("../migrations/0003_operations.sql")),
 ];
 
 /// The newest schema version this build embeds.

@@ -17,13 +17,13 @@ use crate::{
 /// [`crate::Reader`] for readers.
 #[derive(Debug)]
 pub struct Store {
-    backend: Backend,
+    pub(crate) backend: Backend,
     /// Number of the last successful commit of this handle (0 before the first).
     batch_no: u64,
 }
 
 #[derive(Debug)]
-enum Backend {
+pub(crate) enum Backend {
     Sqlite(Box<SqliteStore>),
     Postgres(Box<PgStore>),
 }

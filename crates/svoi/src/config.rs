@@ -24,7 +24,7 @@ use keys::{KEYS, Key};
 pub const CONFIG_ENV: &str = "SVOI_CONFIG";
 
 /// `SVOI_*` variables that are not configuration keys but are known, so not warned about.
-const OTHER_KNOWN_ENV: &[&str] = &[CONFIG_ENV, "SVOI_TOKEN"];
+const OTHER_KNOWN_ENV: &[&str] = &[CONFIG_ENV, "SVOI_TOKEN", "SVOI_OPERATOR"];
 
 /// The effective configuration. `Debug` prints through the key table, so secrets show as `***`.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,6 +43,49 @@ pub struct Config {
     pub log: LogConfig,
     /// Thresholds of `svoi alerts check` (the defaults are those of the Prometheus rules).
     pub alerts: AlertsConfig,
+    /// Where backups go and how many are kept.
+    pub backup: BackupConfig,
+    /// How long data and logs are kept (`svoi retention run`).
+    pub retention: RetentionConfig,
+    /// Maintenance windows: notifications and alert silencing.
+    pub maintenance: MaintenanceConfig,
+}
+
+/// `[backup]`: `svoi backup ...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupConfig {
+    /// Directory of the backups (`--backup-dir`).
+    pub dir: PathBuf,
+    /// `svoi backup prune` keeps backups younger than this many days...
+    pub keep_days: usize,
+    /// ... and at least this many of the newest, whatever their age.
+    pub keep_last: usize,
+    /// Where `pg_dump` and `pg_restore` are; `None` searches `PATH`, then the newest
+    /// `/usr/lib/postgresql/*/bin`.
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+/// `[retention]`: maximum ages; `None` keeps forever.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// Raw frames (and the decode errors, current states, alarm events and additional records
+    /// that came from them) older than this, by receive time, are deleted.
+    pub raw_frames: Option<Duration>,
+    /// Archive records older than this, by event time, are deleted.
+    pub records: Option<Duration>,
+    /// Rotated log files older than this are deleted.
+    pub logs: Duration,
+}
+
+/// `[maintenance]`: windows opened by `svoi maintenance start`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    /// How long a window lasts when `--duration` is not given (also the silence's length).
+    pub default_duration: Duration,
+    /// Slack-compatible incoming webhook (`{"text": ...}` is POSTed); empty for none.
+    pub webhook_url: keys::Secret,
+    /// Alertmanager base URL (`http://127.0.0.1:9093`) for silences; `None` for none.
+    pub alertmanager_url: Option<String>,
 }
 
 /// `[alerts]`: the conditions `svoi alerts check` evaluates. The defaults are the thresholds
@@ -402,6 +445,22 @@ fn placeholder() -> Config {
             cpu_ratio: Ratio::default(),
             memory_ratio: Ratio::default(),
             backup_max_age: Duration::ZERO,
+        },
+        backup: BackupConfig {
+            dir: PathBuf::new(),
+            keep_days: 0,
+            keep_last: 0,
+            pg_bin_dir: None,
+        },
+        retention: RetentionConfig {
+            raw_frames: None,
+            records: None,
+            logs: Duration::ZERO,
+        },
+        maintenance: MaintenanceConfig {
+            default_duration: Duration::ZERO,
+            webhook_url: keys::Secret::default(),
+            alertmanager_url: None,
         },
     }
 }

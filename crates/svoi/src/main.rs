@@ -8,6 +8,7 @@
 mod cmd;
 mod config;
 mod metrics;
+mod oplog;
 mod probe;
 mod telemetry;
 mod timearg;
@@ -33,6 +34,9 @@ struct Cli {
     /// Append the server's log to this file instead of standard error (config `log.file`).
     #[arg(long, global = true, value_name = "PATH")]
     log_file: Option<String>,
+    /// Directory of the backups (config `backup.dir`, default `./backups`).
+    #[arg(long, global = true, value_name = "DIR")]
+    backup_dir: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,6 +91,17 @@ enum Command {
     Db(cmd::db::DbCommand),
     /// Run `svoi serve` in the background with a pid file (machines without systemd).
     Service(cmd::service::ServiceArgs),
+    /// Verified backups: create, list, verify, restore, prune.
+    #[command(subcommand)]
+    Backup(cmd::backup::BackupCommand),
+    /// Delete data and logs older than their configured ages.
+    #[command(subcommand)]
+    Retention(cmd::retention::RetentionCommand),
+    /// Scheduled procedures, maintenance windows with automatic rollback, the maintenance log.
+    #[command(subcommand)]
+    Maintenance(cmd::maintenance::MaintenanceCommand),
+    /// Weekly, monthly or quarterly operations report (Markdown, HTML with charts, JSON).
+    Report(cmd::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,7 +117,8 @@ fn main() -> ExitCode {
     let mut overrides = config::Overrides::default()
         .with("db", "--db", cli.db.as_deref())
         .with("log.format", "--log-format", cli.log_format.as_deref())
-        .with("log.file", "--log-file", cli.log_file.as_deref());
+        .with("log.file", "--log-file", cli.log_file.as_deref())
+        .with("backup.dir", "--backup-dir", cli.backup_dir.as_deref());
     if let Command::Serve(a) = &cli.command {
         overrides = overrides
             .with("ingest.listen", "--listen", a.listen.as_deref())
@@ -135,6 +151,10 @@ fn main() -> ExitCode {
                 Command::Incident(c) => cmd::incident::run(&c, &loaded),
                 Command::Service(a) => cmd::service::run(&a, &loaded),
                 Command::Db(c) => cmd::db::run(&c, &loaded),
+                Command::Backup(c) => cmd::backup::run(&c, &loaded),
+                Command::Retention(c) => cmd::retention::run(&c, &loaded),
+                Command::Maintenance(c) => cmd::maintenance::run(&c, &loaded),
+                Command::Report(a) => cmd::report::run(&a, &loaded),
                 Command::Decode(_)
                 | Command::Fields(_)
                 | Command::Sim(_)

@@ -13,6 +13,15 @@ use crate::config::Loaded;
 pub enum DbCommand {
     /// Apply pending schema migrations and print the version before and after.
     Migrate,
+    /// SQLite: `PRAGMA optimize`, `integrity_check`, incremental vacuum; PostgreSQL:
+    /// `VACUUM ANALYZE`. Exit 1 when the integrity check fails.
+    Optimize,
+    /// Table and index sizes, index usage, slow queries (`pg_stat_statements`).
+    Stats {
+        /// One JSON document instead of the tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a database command.
@@ -37,6 +46,9 @@ pub fn run(command: &DbCommand, loaded: &Loaded) -> Result<ExitCode> {
                 None => println!("{url}: created, schema version {after}"),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        DbCommand::Optimize | DbCommand::Stats { .. } => {
+            anyhow::bail!("svoi db optimize/stats: not built yet")
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `Args` (clap) and a `run` returning the exit code.
 
 pub mod alerts;
+pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod db;
@@ -8,7 +9,10 @@ pub mod decode;
 pub mod emergency;
 pub mod fields;
 pub mod incident;
+pub mod maintenance;
+pub mod report;
 pub mod reprocess;
+pub mod retention;
 pub mod runbook;
 pub mod serve;
 pub mod service;

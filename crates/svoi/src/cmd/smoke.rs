@@ -14,7 +14,7 @@
 
 mod checks;
 mod device;
-mod report;
+pub mod report;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,7 +23,8 @@ use anyhow::{Result, bail};
 
 use crate::config::Loaded;
 use crate::probe::{self, Api};
-use report::{Report, Status, fail, skip};
+pub use report::Report;
+use report::{Status, fail, skip};
 
 /// The IMEI of the synthetic device. Fifteen zeros: every real IMEI starts with a type
 /// allocation code issued by the GSMA, and none is all zeros, so no tracker can send it; the
@@ -71,15 +72,28 @@ pub struct HealthArgs {
 
 /// Runs the smoke test.
 pub fn run_smoke(args: &SmokeArgs, loaded: &Loaded) -> Result<ExitCode> {
-    let base = api_base(loaded, args.api.as_deref())?;
-    let device = probe::device_addr(&loaded.config, args.device.as_deref())?;
+    let report = smoke(
+        loaded,
+        args.api.as_deref(),
+        args.device.as_deref(),
+        args.token.as_deref(),
+    )?;
+    print(&report, args.json)
+}
+
+/// The smoke test's checklist (what `svoi smoke` prints; the maintenance post-check uses it
+/// too). `api`, `device` and `token` are the flags' values. Errors only for unusable flags.
+pub fn smoke(
+    loaded: &Loaded,
+    api: Option<&str>,
+    device: Option<&str>,
+    token: Option<&str>,
+) -> Result<Report> {
+    let base = api_base(loaded, api)?;
+    let device = probe::device_addr(&loaded.config, device)?;
     let local = probe::is_local(&base);
     let api = Api::new(&base, HTTP_TIMEOUT);
-    let token = args
-        .token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
+    let token = token.map(str::trim).filter(|t| !t.is_empty());
 
     let mut report = Report::new("smoke");
     report.run("config", || checks::config(loaded));
@@ -104,12 +118,19 @@ pub fn run_smoke(args: &SmokeArgs, loaded: &Loaded) -> Result<ExitCode> {
     report.run("disk", || checks::disk(loaded, local, scrape.as_ref()));
     report.run("memory", || checks::memory(loaded, local));
     report.run("log", || checks::log(loaded, local));
-    print(&report, args.json)
+    Ok(report)
 }
 
 /// Runs the quick health check.
 pub fn run_health(args: &HealthArgs, loaded: &Loaded) -> Result<ExitCode> {
-    let base = api_base(loaded, args.api.as_deref())?;
+    let report = health(loaded, args.api.as_deref())?;
+    print(&report, args.json)
+}
+
+/// The quick health check's checklist (`svoi health`; the maintenance pre-check and the
+/// daily procedure use it too).
+pub fn health(loaded: &Loaded, api: Option<&str>) -> Result<Report> {
+    let base = api_base(loaded, api)?;
     let local = probe::is_local(&base);
     let api = Api::new(&base, HTTP_TIMEOUT);
 
@@ -130,7 +151,7 @@ pub fn run_health(args: &HealthArgs, loaded: &Loaded) -> Result<ExitCode> {
         checks::health_database(ready.as_ref(), scrape.as_ref())
     });
     report.run("disk", || checks::disk(loaded, local, scrape.as_ref()));
-    print(&report, args.json)
+    Ok(report)
 }
 
 /// The API base URL, refusing anything but `http://` and `https://` URLs (a usage error).

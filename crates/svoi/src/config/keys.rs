@@ -59,6 +59,16 @@ pub(super) const KEYS: &[Key] = &[
     key!("alerts.cpu_ratio" = "0.90", Fraction => alerts.cpu_ratio),
     key!("alerts.memory_ratio" = "0.90", Fraction => alerts.memory_ratio),
     key!("alerts.backup_max_age" = "26h", Positive => alerts.backup_max_age),
+    key!("backup.dir" = "./backups", Path => backup.dir),
+    key!("backup.keep_days" = "90", Count<0> => backup.keep_days),
+    key!("backup.keep_last" = "7", Count<1> => backup.keep_last),
+    key!("backup.pg_bin_dir" = "", OptionalPath => backup.pg_bin_dir),
+    key!("retention.raw_frames" = "0", Age => retention.raw_frames),
+    key!("retention.records" = "0", Age => retention.records),
+    key!("retention.logs" = "30d", Positive => retention.logs),
+    key!("maintenance.default_duration" = "1h", Positive => maintenance.default_duration),
+    key!("maintenance.webhook_url" = "", SecretText => maintenance.webhook_url),
+    key!("maintenance.alertmanager_url" = "", HttpUrl => maintenance.alertmanager_url),
 ];
 
 /// One configuration key.
@@ -264,6 +274,72 @@ impl Kind for OptionalPath {
     }
 }
 
+/// A file or directory path (not empty).
+pub(super) struct Path;
+
+impl Kind for Path {
+    type Value = std::path::PathBuf;
+
+    fn parse(raw: &str) -> Result<Self::Value, String> {
+        if raw.trim().is_empty() {
+            Err("path is empty".to_string())
+        } else {
+            Ok(std::path::PathBuf::from(raw))
+        }
+    }
+
+    fn show(value: &Self::Value) -> String {
+        value.display().to_string()
+    }
+}
+
+/// A maximum age: a positive duration, or `0` (also `""`, `never`) for keeping forever.
+pub(super) struct Age;
+
+impl Kind for Age {
+    type Value = Option<Duration>;
+
+    fn parse(raw: &str) -> Result<Self::Value, String> {
+        match raw.trim() {
+            "" | "0" | "never" => Ok(None),
+            text => match AnyDuration::parse(text)? {
+                Duration::ZERO => Ok(None),
+                d => Ok(Some(d)),
+            },
+        }
+    }
+
+    fn show(value: &Self::Value) -> String {
+        value.map_or_else(|| "0".to_string(), |d| AnyDuration::show(&d))
+    }
+}
+
+/// An optional `http://` or `https://` base URL; the empty string means none.
+pub(super) struct HttpUrl;
+
+impl Kind for HttpUrl {
+    type Value = Option<String>;
+
+    fn parse(raw: &str) -> Result<Self::Value, String> {
+        let text = raw.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let rest = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"))
+            .ok_or_else(|| format!("expected an http:// or https:// URL, got {raw:?}"))?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("URL {raw:?} names no host"));
+        }
+        Ok(Some(text.trim_end_matches('/').to_string()))
+    }
+
+    fn show(value: &Self::Value) -> String {
+        value.clone().unwrap_or_default()
+    }
+}
+
 /// A fraction from 0 to 1, written `0.05` or `5%`.
 pub(super) struct Fraction;
 
@@ -357,16 +433,19 @@ impl Kind for Filter {
 }
 
 /// A string that must not be shown: `Debug` prints `***`, and a key of this kind is redacted
-/// in `svoi config check`. No key is secret yet; the API token (`SVOI_TOKEN`) will be.
-#[cfg_attr(not(test), allow(dead_code))]
+/// in `svoi config check` (`maintenance.webhook_url`: a Slack webhook URL is a credential).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
-#[cfg_attr(not(test), allow(dead_code))]
 impl Secret {
     /// The secret itself, for the one place that uses it (never for logging).
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// No value was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
     }
 }
 
@@ -377,7 +456,6 @@ impl std::fmt::Debug for Secret {
 }
 
 /// The kind of secret string keys.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(super) struct SecretText;
 
 impl Kind for SecretText {
