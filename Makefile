@@ -21,8 +21,10 @@ API ?= http://127.0.0.1:8080
 	bench bench-ingest perf-check fuzz decode fields config-check reprocess token api-contract \
 	smoke-test health-check monitor metrics alerts alerts-test runbook-no-frames \
 	runbook-queue-spike runbook-decode-errors runbook-db-slow runbook-api-5xx \
-	emergency-restart emergency-logs emergency-status incident daily-ops security-check \
-	maintenance backup restore db-migrate ci clean
+	emergency-restart emergency-logs emergency-status incident daily-ops weekly-ops monthly-ops \
+	quarterly-ops security-check maintenance maintenance-end maintenance-status maintenance-log \
+	backup backup-list backup-prune restore retention db-optimize db-stats report db-migrate ci \
+	clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -163,10 +165,17 @@ emergency-status: ## Process, uptime, connections, queue, last frame, database, 
 incident: ## Open an incident file: make incident TITLE="No frames from region 3"
 	$(OPS) incident new --title "$(TITLE)"
 
-daily-ops: ## Daily checks: health, alerts, smoke test
-	$(OPS) health
-	$(OPS) alerts check
-	$(OPS) smoke
+daily-ops: ## Daily procedure: health, resources, log errors, firing alerts, backup freshness
+	$(OPS) maintenance run daily
+
+weekly-ops: ## Weekly procedure: log cleanup, backup pruning, database optimisation, index stats
+	$(OPS) maintenance run weekly
+
+monthly-ops: ## Monthly procedure: restore test of the latest backup, performance, slow queries
+	$(OPS) maintenance run monthly
+
+quarterly-ops: ## Quarterly procedure: capacity planning (growth, days until the disk is full)
+	$(OPS) maintenance run quarterly
 
 security-check: ## Tokens in use, refused credentials, listen addresses
 	$(OPS) token list
@@ -177,13 +186,44 @@ perf-check: ## Live latency figures, then the ingest benchmark on scratch databa
 	curl -fsS $(API)/metrics | grep -E '^svoi_(ack_latency|commit_duration)_seconds_(sum|count)'
 	$(SVOI) bench ingest
 
-backup: ## Back up the database (svoi backup create: arrives with issue #7)
-restore: ## Restore a backup (svoi backup restore: arrives with issue #7)
-maintenance: ## Open a maintenance window (svoi maintenance start: arrives with issue #7)
-backup restore maintenance:
-	@echo "make $@ needs svoi backup / svoi maintenance, which arrive with issue #7;" >&2
-	@echo "until then follow: svoi runbook show 06-backup-restore (07-maintenance-window)" >&2
-	@exit 2
+backup: ## Back up the database and verify the backup: make backup [LABEL=before-upgrade]
+	$(OPS) backup create $(if $(LABEL),--label "$(LABEL)")
+	$(OPS) backup verify latest
+
+backup-list: ## List the backups, newest first
+	$(OPS) backup list
+
+backup-prune: ## Delete backups older than backup.keep_days, keeping the newest backup.keep_last
+	$(OPS) backup prune
+
+restore: ## Restore a backup (stop the server first): make restore ID=<id>|latest [FORCE=1]
+	@test -n "$(ID)" || { $(OPS) backup list; echo "make restore needs ID=<backup id> or ID=latest" >&2; exit 2; }
+	$(OPS) backup restore "$(ID)" $(if $(FORCE),--force)
+
+maintenance: ## Open a maintenance window: make maintenance REASON="upgrade to 0.8" [DURATION=2h]
+	@test -n "$(REASON)" || { echo 'make maintenance needs REASON="why"' >&2; exit 2; }
+	$(OPS) maintenance start --reason "$(REASON)" $(if $(DURATION),--duration "$(DURATION)")
+
+maintenance-end: ## Close the window: post-check (smoke), automatic rollback when it fails
+	$(OPS) maintenance end
+
+maintenance-status: ## Show the open maintenance window
+	$(OPS) maintenance status
+
+maintenance-log: ## Print the maintenance log
+	$(OPS) maintenance log
+
+retention: ## Delete data and logs older than retention.* (make retention DRY_RUN=1 to preview)
+	$(OPS) retention run $(if $(DRY_RUN),--dry-run)
+
+db-optimize: ## SQLite optimize + integrity check + incremental vacuum; PostgreSQL VACUUM ANALYZE
+	$(OPS) db optimize
+
+db-stats: ## Table and index sizes, index usage, slow queries
+	$(OPS) db stats
+
+report: ## Operations report: make report PERIOD=weekly|monthly|quarterly FORMAT=md|html|json
+	$(OPS) report $(or $(PERIOD),weekly) --format $(or $(FORMAT),md) $(if $(OUTPUT),--output "$(OUTPUT)")
 
 db-migrate: ## Apply pending schema migrations to the configured database
 	$(OPS) db migrate

@@ -33,7 +33,7 @@ use axum::routing::{any, get};
 use tokio_util::sync::CancellationToken;
 
 pub use docs::openapi;
-pub use state::{ApiState, Live, LiveStatus, MetricsRender};
+pub use state::{ApiState, Live, LiveStatus, Maintenance, MaintenanceWindow, MetricsRender};
 
 /// The whole API: `/health`, `/ready`, `/metrics`, `/docs` and the authenticated `/api/v1`
 /// routes, with request spans, request metrics and JSON errors on all of them.

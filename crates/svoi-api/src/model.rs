@@ -51,7 +51,8 @@ pub(crate) struct Ready {
     pub(crate) ready: bool,
     /// Each check.
     pub(crate) checks: ReadyChecks,
-    /// A maintenance window is open (none exist yet: always false).
+    /// A maintenance window is open (`svoi maintenance start`). It does not make the server
+    /// unready: a window is planned work, and the server keeps serving.
     pub(crate) maintenance: bool,
 }
 
@@ -605,6 +606,14 @@ pub(crate) struct Status {
     pub(crate) database_size_bytes: u64,
     /// The batch writer is running.
     pub(crate) writer_alive: bool,
-    /// A maintenance window is open (none exist yet: always false).
+    /// A maintenance window is open (`svoi maintenance start`).
     pub(crate) maintenance: bool,
+    /// Why the open window was opened; null when none is open.
+    pub(crate) maintenance_reason: Option<String>,
+    /// When the open window was opened, RFC 3339; null when none is open.
+    #[schema(format = DateTime)]
+    pub(crate) maintenance_since: Option<String>,
+    /// When the open window is planned to end, RFC 3339; null when none is open.
+    #[schema(format = DateTime)]
+    pub(crate) maintenance_until: Option<String>,
 }

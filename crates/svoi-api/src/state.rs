@@ -1,5 +1,6 @@
 //! What every handler shares: the store [`Reader`], the live view of the ingest side
-//! ([`Live`]), the `/metrics` renderer, and the samples the status endpoint derives rates from.
+//! ([`Live`]), the maintenance view ([`Maintenance`]), the `/metrics` renderer, and the
+//! samples the status endpoint derives rates from.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -39,6 +40,34 @@ pub struct LiveStatus {
     pub last_frame_unix_ms: Option<u64>,
 }
 
+/// What the API shows about maintenance windows; implemented by the binary over its poller of
+/// the database's operations state, faked in tests. Answers from memory: the handlers call it
+/// on every `/ready` and must not wait for the database.
+pub trait Maintenance: Send + Sync + 'static {
+    /// The open maintenance window, if any.
+    fn window(&self) -> Option<MaintenanceWindow>;
+}
+
+/// An open maintenance window as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceWindow {
+    /// Why it was opened (`svoi maintenance start --reason`).
+    pub reason: String,
+    /// When it was opened, Unix microseconds.
+    pub since_us: i64,
+    /// When it is planned to end, Unix microseconds.
+    pub until_us: i64,
+}
+
+/// No maintenance windows at all (the view of [`ApiState::new`]).
+struct NoMaintenance;
+
+impl Maintenance for NoMaintenance {
+    fn window(&self) -> Option<MaintenanceWindow> {
+        None
+    }
+}
+
 /// Renders the Prometheus text exposition for `GET /metrics`. The binary owns the recorder;
 /// the API only calls this.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -76,6 +105,7 @@ pub struct ApiState {
 struct Inner {
     reader: Reader,
     live: Arc<dyn Live>,
+    maintenance: Arc<dyn Maintenance>,
     metrics: MetricsRender,
     started: Instant,
     samples: Mutex<VecDeque<Sample>>,
@@ -101,6 +131,17 @@ impl ApiState {
     /// only. It also gives the installed `metrics` recorder the help texts of the API's
     /// metrics ([`crate::names::describe`]): create the state after installing the recorder.
     pub fn new(reader: Reader, live: Arc<dyn Live>, metrics: MetricsRender) -> ApiState {
+        ApiState::with_maintenance(reader, live, Arc::new(NoMaintenance), metrics)
+    }
+
+    /// [`ApiState::new`] with a view of maintenance windows: `/ready` and `/api/v1/status`
+    /// show the open one.
+    pub fn with_maintenance(
+        reader: Reader,
+        live: Arc<dyn Live>,
+        maintenance: Arc<dyn Maintenance>,
+        metrics: MetricsRender,
+    ) -> ApiState {
         crate::names::describe();
         let started = Instant::now();
         let first = live.status();
@@ -109,6 +150,7 @@ impl ApiState {
         let inner = Arc::new(Inner {
             reader,
             live,
+            maintenance,
             metrics,
             started,
             samples: Mutex::new(VecDeque::from([Sample {
@@ -127,6 +169,11 @@ impl ApiState {
     /// The live ingest view.
     pub(crate) fn live(&self) -> &dyn Live {
         self.inner.live.as_ref()
+    }
+
+    /// The open maintenance window.
+    pub(crate) fn maintenance(&self) -> Option<MaintenanceWindow> {
+        self.inner.maintenance.window()
     }
 
     /// The Prometheus text now.

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::{ApiError, ErrorBody};
 use crate::model::{Check, Health, Ready, ReadyChecks, Status};
 use crate::state::ApiState;
-use crate::time::format_ms;
+use crate::time::{format_ms, format_us};
 
 /// How long readiness waits for the database before calling it failed.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,7 +30,8 @@ pub(crate) async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers, the device listener is up and the writer runs.
+/// Readiness: the database answers, the device listener is up and the writer runs. An open
+/// maintenance window shows as `maintenance: true` and leaves readiness alone.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -71,7 +72,7 @@ pub(crate) async fn ready(State(state): State<ApiState>) -> Response {
     let body = Ready {
         ready,
         checks,
-        maintenance: false,
+        maintenance: state.maintenance().is_some(),
     };
     (status, Json(body)).into_response()
 }
@@ -100,7 +101,8 @@ pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
-/// A summary of the server: version, uptime, devices connected, ingest rates, database size.
+/// A summary of the server: version, uptime, devices connected, ingest rates, database size,
+/// the open maintenance window.
 #[utoipa::path(
     get,
     path = "/api/v1/status",
@@ -117,6 +119,7 @@ pub(crate) async fn status(State(state): State<ApiState>) -> Result<Json<Status>
     let size = state.store(|r| r.database_size()).await?;
     let live = state.live().status();
     let rates = state.rates(&live);
+    let window = state.maintenance();
     Ok(Json(Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.uptime().as_secs(),
@@ -127,6 +130,9 @@ pub(crate) async fn status(State(state): State<ApiState>) -> Result<Json<Status>
         decode_error_rate: rates.decode_error_rate,
         database_size_bytes: size.file_bytes.saturating_add(size.wal_bytes),
         writer_alive: live.writer_alive,
-        maintenance: false,
+        maintenance: window.is_some(),
+        maintenance_reason: window.as_ref().map(|w| w.reason.clone()),
+        maintenance_since: window.as_ref().map(|w| format_us(w.since_us)),
+        maintenance_until: window.as_ref().map(|w| format_us(w.until_us)),
     }))
 }

@@ -24,6 +24,7 @@ mod query;
 mod reader;
 mod receipt;
 mod reprocess;
+mod retention;
 mod rows;
 mod sqlite;
 mod store;

@@ -95,6 +95,10 @@ pub struct PgOptions {
     /// How a commit writes its archive records (default [`RecordsVia::Unnest`], which
     /// measured faster; the other stays so `svoi bench ingest --pg-records` can compare).
     pub records_via: RecordsVia,
+    /// The `application_name` the connections report to the server (`pg_stat_activity`);
+    /// `None` keeps the URL's, else `svoi`. `svoi serve` sets `svoi serve`, which is how
+    /// `svoi backup restore` tells that a server is using the database.
+    pub application_name: Option<String>,
 }
 
 /// The two ways a PostgreSQL commit can write a batch of records with deduplication.
@@ -126,6 +130,7 @@ impl Default for PgOptions {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             records_via: RecordsVia::Unnest,
+            application_name: None,
         }
     }
 }

@@ -312,6 +312,21 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// Runs an operations query (`crate::ops`) on a pooled connection: `sqlite` or `pg`,
+    /// whichever backend this reader is on.
+    pub(crate) fn with_ops<T>(
+        &self,
+        sqlite: impl FnOnce(&Connection) -> Result<T, StoreError>,
+        pg: impl FnOnce(&tokio_postgres::Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(r) => r.with(|conn| sqlite(conn)),
+            Backend::Postgres(r) => r.with_client(pg),
+        }
+    }
+}
+
 /// The SQLite reader: read-only connections on the database file.
 #[derive(Debug, Clone)]
 struct SqliteReader {

@@ -39,6 +39,9 @@ pub struct SqliteStore {
     layouts: HashMap<Arc<LayoutKey>, i64>,
     /// Scratch for one commit: device id → latest receive time seen in the batch.
     touched: HashMap<i64, i64>,
+    /// `svoi_state.restore_epoch` when the caches were last known good: a restore bumps it,
+    /// and a transaction that finds another value clears the caches first.
+    epoch: i64,
 }
 
 /// Page size of a new database. Records with their JSON run to about a kilobyte; 16 KiB pages
@@ -89,12 +92,14 @@ impl SqliteStore {
         // Commit and reprocess together use about 30 distinct statements; keep them all.
         conn.set_prepared_statement_cache_capacity(64);
         migrate::migrate(&mut conn)?;
+        let epoch = restore_epoch(&conn)?;
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
             devices: HashMap::new(),
             layouts: HashMap::new(),
             touched: HashMap::new(),
+            epoch,
         })
     }
 
@@ -106,6 +111,11 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The connection, for the operations queries (`crate::ops`).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// [`crate::Store::commit`] after validation: the batch in one `BEGIN IMMEDIATE` …
@@ -147,10 +157,13 @@ impl SqliteStore {
         work: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = work(self).and_then(|value| {
-            self.conn.execute_batch("COMMIT")?;
-            Ok(value)
-        });
+        let result = self
+            .check_epoch()
+            .and_then(|()| work(self))
+            .and_then(|value| {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(value)
+            });
         if result.is_err() {
             if !self.conn.is_autocommit() {
                 // The original error is what the caller needs; a failed rollback leaves the
@@ -161,6 +174,19 @@ impl SqliteStore {
             self.layouts.clear();
         }
         result
+    }
+
+    /// Inside a transaction, before any id is resolved: when a restore replaced the database
+    /// since the caches were filled (the restore epoch moved), the cached ids name rows of
+    /// the old contents, so they are dropped.
+    fn check_epoch(&mut self) -> Result<(), StoreError> {
+        let epoch = restore_epoch(&self.conn)?;
+        if epoch != self.epoch {
+            self.devices.clear();
+            self.layouts.clear();
+            self.epoch = epoch;
+        }
+        Ok(())
     }
 
     /// The body of [`Store::commit`], inside its transaction.
@@ -251,6 +277,13 @@ impl SqliteStore {
         }
         Ok(stats)
     }
+}
+
+/// `svoi_state.restore_epoch` (bumped by every restore).
+fn restore_epoch(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM svoi_state WHERE name = 'restore_epoch'")?
+        .query_row([], |row| row.get(0))?)
 }
 
 #[cfg(test)]

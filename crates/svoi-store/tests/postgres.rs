@@ -84,6 +84,7 @@ fn options_via(statement_timeout: Duration, records_via: RecordsVia) -> StoreOpt
             connect_timeout: Duration::from_secs(2),
             statement_timeout,
             records_via,
+            application_name: None,
         },
         ..StoreOptions::default()
     }

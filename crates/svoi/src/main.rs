@@ -7,6 +7,7 @@
 
 mod cmd;
 mod config;
+mod hourly;
 mod metrics;
 mod oplog;
 mod probe;

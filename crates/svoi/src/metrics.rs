@@ -98,8 +98,44 @@ fn describe() {
     describe_gauge!("svoi_disk_size_bytes", "Size of the filesystem of the data");
     describe_gauge!(
         "svoi_maintenance_mode",
-        "1 while a maintenance window is open (warning alerts are silenced); no window exists yet, so 0"
+        "1 while a maintenance window is open (warning alerts are silenced), else 0"
     );
+    describe_gauge!(
+        "svoi_backup_last_success_timestamp_seconds",
+        "End of the last successful backup in the maintenance log, Unix seconds (absent until there is one)"
+    );
+    describe_gauge!(
+        "svoi_backup_last_failure_timestamp_seconds",
+        "End of the last failed backup in the maintenance log, Unix seconds (absent until there is one)"
+    );
+    describe_gauge!(
+        "svoi_backup_last_verify_timestamp_seconds",
+        "End of the last backup verification in the maintenance log, Unix seconds (absent until there is one)"
+    );
+    describe_gauge!(
+        "svoi_backup_last_verify_success",
+        "1 when the last backup verification passed, 0 when it failed (absent until there is one)"
+    );
+}
+
+/// Publishes the operations state read from the database: maintenance mode always, each
+/// backup figure only once the maintenance log has such an entry (a missing series, not a
+/// made-up zero: the backup alerts compare these timestamps).
+pub fn publish_ops(state: &svoi_store::OpsState) {
+    let seconds = |us: i64| us as f64 / 1e6;
+    gauge!("svoi_maintenance_mode").set(if state.window.is_some() { 1.0 } else { 0.0 });
+    if let Some(us) = state.last_backup_ok_us {
+        gauge!("svoi_backup_last_success_timestamp_seconds").set(seconds(us));
+    }
+    if let Some(us) = state.last_backup_failed_us {
+        gauge!("svoi_backup_last_failure_timestamp_seconds").set(seconds(us));
+    }
+    if let Some(us) = state.last_verify_us {
+        gauge!("svoi_backup_last_verify_timestamp_seconds").set(seconds(us));
+    }
+    if let Some(ok) = state.last_verify_ok {
+        gauge!("svoi_backup_last_verify_success").set(if ok { 1.0 } else { 0.0 });
+    }
 }
 
 /// Copies the ingest counters into the recorder.

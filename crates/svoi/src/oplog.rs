@@ -41,11 +41,6 @@ impl Op {
         }
     }
 
-    /// When it started, Unix microseconds.
-    pub fn at_us(&self) -> i64 {
-        self.at_us
-    }
-
     /// The entry this operation would append now.
     pub fn entry(
         &self,

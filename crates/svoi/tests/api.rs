@@ -362,10 +362,12 @@ fn metrics_listener_serves_only_metrics_and_a_busy_api_port_stops_serve() {
         "not_found"
     );
 
-    // A second server whose API port is taken refuses to start, naming the key.
+    // A second server whose API port is taken refuses to start, naming the key (on a
+    // database of its own: the first server's lock would refuse it before).
+    let other = format!("sqlite:{}", dir.path().join("other.db").display());
     let out = Command::new(BIN)
         .current_dir(dir.path())
-        .args(["serve", "--db", &db])
+        .args(["serve", "--db", &other])
         .args(["--listen", &free_addr().to_string()])
         .args(["--api-listen", &api.to_string()])
         .output()

@@ -77,7 +77,7 @@ fn check_with_a_good_file_exits_0_and_shows_file_sources() {
     assert!(line_of(&out, "ingest.max_connections").ends_with("# file:svoi.toml:6"));
     assert!(line_of(&out, "sqlite.synchronous").ends_with("# file:svoi.toml:9"));
     assert!(line_of(&out, "log.level").ends_with("# default"));
-    assert_eq!(stdout(&out).lines().count(), 30, "one line per key");
+    assert_eq!(stdout(&out).lines().count(), 40, "one line per key");
     assert_eq!(stderr(&out), "", "no warnings");
 }
 

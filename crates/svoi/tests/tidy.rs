@@ -146,11 +146,57 @@ fn make_has_every_operations_target() {
         "backup",
         "restore",
         "db-migrate",
+        "weekly-ops",
+        "monthly-ops",
+        "quarterly-ops",
+        "maintenance-end",
+        "maintenance-status",
+        "maintenance-log",
+        "backup-list",
+        "backup-prune",
+        "retention",
+        "db-optimize",
+        "db-stats",
+        "report",
     ] {
         assert!(
             make.lines()
                 .any(|l| l.starts_with(&format!("{target}:")) && l.contains("## ")),
             "make {target} is missing or has no help text"
+        );
+    }
+}
+
+/// The recipe lines of `target` (the tab-indented lines after `target:`).
+fn recipe(make: &str, target: &str) -> Vec<String> {
+    make.lines()
+        .skip_while(|l| !l.starts_with(&format!("{target}:")))
+        .skip(1)
+        .take_while(|l| l.starts_with('\t'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn operations_targets_call_the_svoi_commands() {
+    let make = read("Makefile");
+    for (target, command) in [
+        ("daily-ops", "$(OPS) maintenance run daily"),
+        ("weekly-ops", "$(OPS) maintenance run weekly"),
+        ("monthly-ops", "$(OPS) maintenance run monthly"),
+        ("quarterly-ops", "$(OPS) maintenance run quarterly"),
+        ("maintenance", "$(OPS) maintenance start --reason"),
+        ("maintenance-end", "$(OPS) maintenance end"),
+        ("backup", "$(OPS) backup create"),
+        ("backup", "$(OPS) backup verify latest"),
+        ("restore", "$(OPS) backup restore"),
+        ("retention", "$(OPS) retention run"),
+        ("report", "$(OPS) report"),
+    ] {
+        let lines = recipe(&make, target);
+        assert!(
+            lines.iter().any(|l| l.contains(command)),
+            "make {target} does not run `{command}`: {lines:?}"
         );
     }
 }

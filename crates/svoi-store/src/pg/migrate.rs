@@ -11,7 +11,10 @@ use crate::StoreError;
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_api.sql")),
-    (3, include_str!("../../migrations/postgres/0003_operations.sql")),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_operations.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations.

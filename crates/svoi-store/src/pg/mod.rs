@@ -61,7 +61,9 @@ pub(crate) fn connect(url: &PgUrl, opts: &StoreOptions) -> Result<Client, StoreE
         .connect_timeout(opts.postgres.connect_timeout)
         .keepalives(true)
         .keepalives_idle(std::time::Duration::from_secs(30));
-    if config.get_application_name().is_none() {
+    if let Some(name) = &opts.postgres.application_name {
+        config.application_name(name);
+    } else if config.get_application_name().is_none() {
         config.application_name("svoi");
     }
     let rt = runtime()?;
@@ -105,6 +107,9 @@ pub(crate) struct PgStore {
     pub(crate) partitions: HashSet<(Partitioned, i64)>,
     /// Statements prepared on the current connection.
     pub(crate) prepared: write::Prepared,
+    /// `svoi_state.restore_epoch` when the caches were last known good: a restore bumps it,
+    /// and a transaction that finds another value clears the caches first.
+    epoch: i64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -122,6 +127,7 @@ impl PgStore {
     pub(crate) fn open(url: &PgUrl, opts: &StoreOptions) -> Result<PgStore, StoreError> {
         let mut client = connect(url, opts)?;
         migrate::migrate(&mut client)?;
+        let epoch = restore_epoch(&client)?;
         let mut store = PgStore {
             url: url.clone(),
             opts: opts.clone(),
@@ -130,6 +136,7 @@ impl PgStore {
             layouts: HashMap::new(),
             partitions: HashSet::new(),
             prepared: write::Prepared::new(),
+            epoch,
         };
         store.ensure_partitions_ahead()?;
         Ok(store)
@@ -204,6 +211,8 @@ impl PgStore {
             layouts,
             prepared,
             opts,
+            partitions,
+            epoch,
             ..
         } = self;
         let Some(client) = slot.as_mut() else {
@@ -211,6 +220,16 @@ impl PgStore {
         };
         let result = (|| {
             let mut tx = wait(client.transaction())?;
+            // Before any id is resolved: a restore since the caches were filled (the epoch
+            // moved) left them naming rows, partitions and plans of the old contents.
+            let found = cached_restore_epoch(&tx, prepared)?;
+            if found != *epoch {
+                devices.clear();
+                layouts.clear();
+                partitions.clear();
+                prepared.clear();
+                *epoch = found;
+            }
             let mut caches = Caches {
                 devices,
                 layouts,
@@ -240,6 +259,31 @@ impl PgStore {
             self.client = None;
         }
     }
+}
+
+/// Reads `svoi_state.restore_epoch` (bumped by every restore).
+const RESTORE_EPOCH: &str = "SELECT value FROM svoi_state WHERE name = 'restore_epoch'";
+
+/// `svoi_state.restore_epoch`.
+fn restore_epoch(client: &impl tokio_postgres::GenericClient) -> Result<i64, StoreError> {
+    Ok(wait(client.query_one(RESTORE_EPOCH, &[]))?.try_get(0)?)
+}
+
+/// [`restore_epoch`] inside a commit, its statement prepared once per connection (one round
+/// trip per commit).
+fn cached_restore_epoch(
+    tx: &tokio_postgres::Transaction<'_>,
+    prepared: &mut write::Prepared,
+) -> Result<i64, StoreError> {
+    let stmt = match prepared.get(RESTORE_EPOCH) {
+        Some(stmt) => stmt.clone(),
+        None => {
+            let stmt = wait(tx.prepare(RESTORE_EPOCH))?;
+            prepared.insert(RESTORE_EPOCH, stmt.clone());
+            stmt
+        }
+    };
+    Ok(wait(tx.query_one(&stmt, &[]))?.try_get(0)?)
 }
 
 /// The id caches a transaction may add to.

@@ -356,6 +356,14 @@ impl PgReader {
         result
     }
 
+    /// Runs `read` on a pooled connection's client (the operations queries, `crate::ops`).
+    pub(crate) fn with_client<T>(
+        &self,
+        read: impl FnOnce(&Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with(|conn| read(&conn.client))
+    }
+
     /// [`crate::Reader::ping`].
     pub(crate) fn ping(&self) -> Result<(), StoreError> {
         self.with(|conn| {

@@ -437,7 +437,7 @@ fn host(figure: Option<f64>, limit: f64, what: &str) -> (Option<bool>, String) {
 }
 
 /// Reads the inputs from the server at `api`: `/health`, then `/metrics` twice.
-fn gather(api: &Api, window: Duration) -> Inputs {
+pub fn gather(api: &Api, window: Duration) -> Inputs {
     let local = probe::is_local(api.base());
     let down = |e: String| Inputs {
         reachable: Err(e),

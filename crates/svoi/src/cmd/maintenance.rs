@@ -1,9 +1,20 @@
 //! `svoi maintenance run|start|end|status|log`: scheduled procedures, maintenance windows with
 //! automatic rollback, and the maintenance log.
+//!
+//! [`scheduled`] runs the daily, weekly, monthly and quarterly checklists; [`window`] opens and
+//! closes windows (pre-check, pre-maintenance backup, post-check, rollback); [`notify`] talks
+//! to the Slack-compatible webhook and to Alertmanager; [`log`] prints the maintenance log.
+//! Exit codes: 0 nothing needs a person, 1 something does (a failed item, a refused start, a
+//! failed post-check), 2 usage and configuration errors.
+
+pub mod log;
+pub mod notify;
+pub mod scheduled;
+pub mod window;
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::config::Loaded;
 
@@ -88,6 +99,32 @@ pub enum MaintenanceCommand {
 
 /// Runs a maintenance command.
 pub fn run(command: &MaintenanceCommand, loaded: &Loaded) -> Result<ExitCode> {
-    let _ = (command, loaded);
-    bail!("svoi maintenance: not built yet")
+    match command {
+        MaintenanceCommand::Log { json, limit, kind } => {
+            log::run(loaded, *json, *limit, kind.as_deref())
+        }
+        MaintenanceCommand::Run {
+            schedule,
+            api,
+            json,
+        } => scheduled::run(loaded, *schedule, api.as_deref(), *json),
+        MaintenanceCommand::Start {
+            reason,
+            duration,
+            api,
+        } => window::start(loaded, reason, duration.as_deref(), api.as_deref()),
+        MaintenanceCommand::End {
+            api,
+            device,
+            token,
+            no_rollback,
+        } => window::end(
+            loaded,
+            api.as_deref(),
+            device.as_deref(),
+            token.as_deref(),
+            *no_rollback,
+        ),
+        MaintenanceCommand::Status { json } => window::status(loaded, *json),
+    }
 }

@@ -61,6 +61,8 @@ pub fn open_writer_store(
 ) -> Result<(Store, Option<svoi_store::CheckpointerHandle>)> {
     let (url, mut options) = store_options(loaded)?;
     options.background_checkpoint = true;
+    // The server's PostgreSQL sessions, as `backup restore` finds them in pg_stat_activity.
+    options.postgres.application_name = Some(svoi_store::backup::SERVE_APPLICATION_NAME.to_owned());
     let store =
         Store::open(&url, &options).with_context(|| format!("cannot open database {url}"))?;
     let DbUrl::Sqlite(path) = &url else {

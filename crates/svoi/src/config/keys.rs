@@ -93,12 +93,14 @@ impl Key {
         format!("SVOI_{}", self.name.replace('.', "_").to_ascii_uppercase())
     }
 
-    /// The value as shown to people: `***` for secrets.
+    /// The value as shown to people: `***` for secrets (an empty secret stays empty: there is
+    /// nothing to hide, and `config check` output then loads back to the same configuration).
     pub(super) fn display(&self, config: &Config) -> String {
-        if self.secret {
+        let value = (self.get)(config);
+        if self.secret && !value.is_empty() {
             "***".to_string()
         } else {
-            (self.get)(config)
+            value
         }
     }
 }
@@ -310,7 +312,14 @@ impl Kind for Age {
     }
 
     fn show(value: &Self::Value) -> String {
-        value.map_or_else(|| "0".to_string(), |d| AnyDuration::show(&d))
+        match value {
+            None => "0".to_string(),
+            // Whole days as days: "180days", not humantime's "5months 27days 13h 30m 36s".
+            Some(d) if d.as_secs() % 86_400 == 0 && d.subsec_nanos() == 0 => {
+                format!("{}days", d.as_secs() / 86_400)
+            }
+            Some(d) => AnyDuration::show(d),
+        }
     }
 }
 

@@ -127,6 +127,16 @@ fn key_names_and_variables_are_the_documented_interface() {
             "alerts.cpu_ratio",
             "alerts.memory_ratio",
             "alerts.backup_max_age",
+            "backup.dir",
+            "backup.keep_days",
+            "backup.keep_last",
+            "backup.pg_bin_dir",
+            "retention.raw_frames",
+            "retention.records",
+            "retention.logs",
+            "maintenance.default_duration",
+            "maintenance.webhook_url",
+            "maintenance.alertmanager_url",
         ]
     );
     let vars: Vec<String> = KEYS.iter().map(Key::env_var).collect();
@@ -180,6 +190,33 @@ const SAMPLES: &[(&str, [&str; 3])] = &[
     ("alerts.cpu_ratio", ["0.5", "0.6", "0.7"]),
     ("alerts.memory_ratio", ["0.5", "0.6", "0.75"]),
     ("alerts.backup_max_age", ["1h", "2days", "30m"]),
+    ("backup.dir", ["/var/backups/svoi", "b", "./c"]),
+    ("backup.keep_days", ["0", "30", "365"]),
+    ("backup.keep_last", ["1", "2", "3"]),
+    (
+        "backup.pg_bin_dir",
+        ["/usr/lib/postgresql/15/bin", "/opt/pg", "bin"],
+    ),
+    ("retention.raw_frames", ["90days", "0", "400days"]),
+    ("retention.records", ["730days", "30days", "0"]),
+    ("retention.logs", ["30days", "7days", "1day"]),
+    ("maintenance.default_duration", ["1h", "30m", "2h"]),
+    (
+        "maintenance.webhook_url",
+        [
+            "https://hooks.example/a",
+            "http://127.0.0.1:9/b",
+            "https://h/c",
+        ],
+    ),
+    (
+        "maintenance.alertmanager_url",
+        [
+            "http://127.0.0.1:9093",
+            "https://am.local",
+            "http://[::1]:9093",
+        ],
+    ),
 ];
 
 #[test]
@@ -211,22 +248,42 @@ fn every_key_takes_each_layer_in_precedence_order() {
     let from_env = load(Some(&f.path), &env_all, &no_flags()).unwrap();
     let from_flags = load(Some(&f.path), &env_all, &flags).unwrap();
     for (i, (key, values)) in SAMPLES.iter().enumerate() {
+        // Secrets are shown as *** whatever their value.
+        let shown = |v: &str| {
+            if KEYS[i].secret {
+                "***".into()
+            } else {
+                v.to_string()
+            }
+        };
         let expected_file = Source::File {
             path: f.path.clone(),
             line: i + 1,
         };
         assert_eq!(
             source_of(&from_file, key),
-            (values[0].into(), expected_file)
+            (shown(values[0]), expected_file)
         );
         let var = KEYS[i].env_var();
         assert_eq!(
             source_of(&from_env, key),
-            (values[1].into(), Source::Env(var))
+            (shown(values[1]), Source::Env(var))
         );
         let flag = Source::Flag("--test-flag".into());
-        assert_eq!(source_of(&from_flags, key), (values[2].into(), flag));
+        assert_eq!(source_of(&from_flags, key), (shown(values[2]), flag));
     }
+    assert_eq!(
+        from_flags.config.maintenance.webhook_url.expose(),
+        "https://h/c"
+    );
+    assert_eq!(
+        from_file.config.retention.raw_frames,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    assert_eq!(
+        from_env.config.retention.raw_frames, None,
+        "0 keeps forever"
+    );
     assert_eq!(from_flags.config.ingest.listen, "[::1]:3".parse().unwrap());
     assert_eq!(from_env.config.log.format, LogFormat::Text);
     assert_eq!(from_file.config.ingest.batch_max_delay, Duration::ZERO);
@@ -645,7 +702,8 @@ fn with_secret() -> Vec<Key> {
 
 #[test]
 fn secret_keys_are_redacted_in_sources_render_and_debug() {
-    assert!(KEYS.iter().all(|k| !k.secret), "no real key is secret yet");
+    let secret: Vec<&str> = KEYS.iter().filter(|k| k.secret).map(|k| k.name).collect();
+    assert_eq!(secret, ["maintenance.webhook_url"]);
     let keys = with_secret();
     let f = file("[api]\ntoken = \"hunter3\"\n");
     let loaded = load_with(&keys, Some(&f.path), &[], &no_flags()).unwrap();
@@ -717,4 +775,50 @@ fn is_integer_key_follows_the_table() {
     assert!(is_integer_key("ingest.max_connections"));
     assert!(!is_integer_key("ingest.listen"));
     assert!(!is_integer_key("nope"));
+}
+
+#[test]
+fn operations_keys_refuse_bad_values_naming_the_line() {
+    for (text, wanted) in [
+        ("[retention]\nrecords = \"soon\"\n", "line 2"),
+        (
+            "[maintenance]\nalertmanager_url = \"am:9093\"\n",
+            "http:// or https://",
+        ),
+        (
+            "[maintenance]\nalertmanager_url = \"http://\"\n",
+            "names no host",
+        ),
+        ("[backup]\ndir = \"\"\n", "path is empty"),
+        ("[backup]\nkeep_last = 0\n", "at least 1"),
+        ("[retention]\nlogs = \"0s\"\n", "greater than zero"),
+    ] {
+        let f = file(text);
+        let e = load(Some(&f.path), &[], &no_flags()).unwrap_err();
+        assert!(format!("{e:#}").contains(wanted), "{text:?}: {e:#}");
+    }
+    let (_f, loaded) = load_text(
+        "[retention]\nrecords = \"never\"\nraw_frames = \"180days\"\n\
+         [maintenance]\nalertmanager_url = \"http://127.0.0.1:9093/\"\n",
+    );
+    let loaded = loaded.unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.retention.records, None);
+    assert_eq!(
+        c.retention.raw_frames,
+        Some(Duration::from_secs(180 * 86_400))
+    );
+    assert_eq!(
+        c.maintenance.alertmanager_url.as_deref(),
+        Some("http://127.0.0.1:9093"),
+        "trailing slash trimmed"
+    );
+    assert_eq!(c.backup.dir, PathBuf::from("./backups"));
+    assert_eq!(c.retention.logs, Duration::from_secs(30 * 86_400));
+    assert!(c.maintenance.webhook_url.is_empty());
+    assert_eq!(
+        source_of(&loaded, "maintenance.webhook_url").0,
+        "",
+        "an empty secret has nothing to hide"
+    );
 }

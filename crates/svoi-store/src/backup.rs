@@ -1,1 +1,0 @@
-//! Consistent backups of the database and restores of them (owned by the backup work).
