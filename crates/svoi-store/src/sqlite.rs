@@ -67,6 +67,10 @@ impl SqliteStore {
         // The timeout first: switching to WAL needs a lock another process may hold.
         conn.busy_timeout(opts.busy_timeout)?;
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+        // Like the page size, only takes effect on a new file: pages freed by retention can
+        // then be given back to the filesystem by `svoi db optimize` (incremental vacuum)
+        // without a full VACUUM, which would need the server stopped and twice the space.
+        conn.pragma_update(None, "auto_vacuum", "incremental")?;
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {

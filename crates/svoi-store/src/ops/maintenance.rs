@@ -58,7 +58,12 @@ pub(crate) fn optimize_sqlite(conn: &Connection) -> Result<OptimizeReport, Store
     let page_size = pragma_i64(conn, "page_size")?;
     let outcome = match pragma_i64(conn, "auto_vacuum")? {
         2 => {
-            conn.execute_batch("PRAGMA incremental_vacuum")?;
+            // Each step of the statement frees one page: step it to the end.
+            let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            drop(rows);
+            drop(stmt);
             let free_after = pragma_i64(conn, "freelist_count")?;
             format!(
                 "freed {} pages ({} bytes); {free_after} free pages left",
