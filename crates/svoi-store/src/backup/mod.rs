@@ -29,21 +29,17 @@ pub use sqlite::{SqliteCheck, check_sqlite, restore_sqlite, snapshot_sqlite};
 
 /// The tables holding device data, in dependency order: a restore must bring these back
 /// exactly as backed up.
-pub const DATA_TABLES: &[&str] = &[
-    "devices",
-    "layouts",
-    "raw_frames",
-    "decode_errors",
-    "records",
-    "alarm_events",
-    "current_states",
-    "ext_records",
-    "api_tokens",
-];
+pub const DATA_TABLES: &[&str] = crate::ops::TABLES
+    .as_slice()
+    .split_at(crate::ops::DATA_TABLE_COUNT)
+    .0;
 
 /// The tables operations write (schema version 3). A restore carries the live database's rows
 /// of these over into the restored one, so they may hold more rows than the backup.
-pub const OPS_TABLES: &[&str] = &["maintenance_log", "maintenance_windows", "hourly_stats"];
+pub const OPS_TABLES: &[&str] = crate::ops::TABLES
+    .as_slice()
+    .split_at(crate::ops::DATA_TABLE_COUNT)
+    .1;
 
 /// What a backup holds, read inside the backup's own snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 use tokio_postgres::config::Host;
 
 use super::{BackupError, Carried, DATA_TABLES, OPS_TABLES, Snapshot};
+use crate::ops::HOURLY_UPSERT;
 use crate::pg::{connect, create_database, drop_database, wait};
 use crate::{PgUrl, RowCounts, StoreError, StoreOptions};
 
@@ -249,16 +250,10 @@ pub fn restore_postgres(
             &[&saved.windows],
         ))?);
         carried.hourly_stats = to_i64(wait(tx.execute(
-            "INSERT INTO hourly_stats
-             SELECT r.* FROM json_populate_recordset(NULL::hourly_stats, $1::text::json) r
-             ON CONFLICT (hour_start, instance) DO UPDATE SET
-                 frames = excluded.frames, records = excluded.records,
-                 duplicates = excluded.duplicates, decode_errors = excluded.decode_errors,
-                 acks = excluded.acks, ack_p50_ms = excluded.ack_p50_ms,
-                 ack_p95_ms = excluded.ack_p95_ms, ack_p99_ms = excluded.ack_p99_ms,
-                 devices_active = excluded.devices_active,
-                 connections_max = excluded.connections_max, db_bytes = excluded.db_bytes,
-                 updated_at_us = excluded.updated_at_us",
+            &format!(
+                "INSERT INTO hourly_stats
+             SELECT r.* FROM json_populate_recordset(NULL::hourly_stats, $1::text::json) r {HOURLY_UPSERT}"
+            ),
             &[&saved.hourly],
         ))?);
     }

@@ -255,7 +255,32 @@ pub struct DbStats {
     pub slow_queries: Result<Vec<SlowQuery>, String>,
 }
 
-/// Every SVOI table, in the order counts and reports list them.
+/// The columns of a log row, in the order the backends' `log_entry` reads them.
+pub(crate) const LOG_SELECT: &str = "SELECT id, at_us, kind, operator, duration_ms, result,
+    summary, details FROM maintenance_log";
+
+/// The columns of a window row, in the order the backends' `window` reads them.
+pub(crate) const WINDOW_SELECT: &str = "SELECT id, started_at_us, planned_end_us, reason,
+    operator, backup_id, silence_id, ended_at_us, result FROM maintenance_windows";
+
+/// The columns of an hourly row, in the order the backends' `hourly` reads them.
+pub(crate) const HOURLY_SELECT: &str = "SELECT hour_start, instance, frames, records, duplicates,
+    decode_errors, acks, ack_p50_ms, ack_p95_ms, ack_p99_ms, devices_active, connections_max,
+    db_bytes, updated_at_us FROM hourly_stats";
+
+/// What an hourly row written again for the same hour and instance replaces (both backends,
+/// and a restore carrying rows over).
+pub(crate) const HOURLY_UPSERT: &str = "ON CONFLICT (hour_start, instance) DO UPDATE SET
+    frames = excluded.frames, records = excluded.records,
+    duplicates = excluded.duplicates, decode_errors = excluded.decode_errors,
+    acks = excluded.acks, ack_p50_ms = excluded.ack_p50_ms,
+    ack_p95_ms = excluded.ack_p95_ms, ack_p99_ms = excluded.ack_p99_ms,
+    devices_active = excluded.devices_active,
+    connections_max = excluded.connections_max, db_bytes = excluded.db_bytes,
+    updated_at_us = excluded.updated_at_us";
+
+/// Every SVOI table, in the order counts and reports list them: the device data, then
+/// (from index [`DATA_TABLE_COUNT`]) the tables operations write.
 pub(crate) const TABLES: [&str; 12] = [
     "devices",
     "layouts",
@@ -270,6 +295,9 @@ pub(crate) const TABLES: [&str; 12] = [
     "maintenance_windows",
     "hourly_stats",
 ];
+
+/// How many of [`TABLES`] hold device data.
+pub(crate) const DATA_TABLE_COUNT: usize = 9;
 
 /// Microseconds per second.
 const US: i64 = 1_000_000;

@@ -5,23 +5,11 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    HourlyStats, LogEntry, NewLogEntry, NewWindow, OpsState, RowCounts, TABLES, US, Window,
-    merge_days, no_window, parse_result, window_open,
+    HOURLY_SELECT, HOURLY_UPSERT, HourlyStats, LOG_SELECT, LogEntry, NewLogEntry, NewWindow,
+    OpsState, RowCounts, TABLES, US, WINDOW_SELECT, Window, merge_days, no_window, parse_result,
+    window_open,
 };
 use crate::{DailyFigures, StoreError};
-
-/// The columns of a log row, in the order [`log_entry`] reads them.
-const LOG_SELECT: &str = "SELECT id, at_us, kind, operator, duration_ms, result, summary, details
-    FROM maintenance_log";
-
-/// The columns of a window row, in the order [`window`] reads them.
-const WINDOW_SELECT: &str = "SELECT id, started_at_us, planned_end_us, reason, operator,
-    backup_id, silence_id, ended_at_us, result FROM maintenance_windows";
-
-/// The columns of an hourly row, in the order [`hourly`] reads them.
-const HOURLY_SELECT: &str = "SELECT hour_start, instance, frames, records, duplicates,
-    decode_errors, acks, ack_p50_ms, ack_p95_ms, ack_p99_ms, devices_active, connections_max,
-    db_bytes, updated_at_us FROM hourly_stats";
 
 /// The start of the UTC day of the time in microseconds in column `$t`, in Unix seconds
 /// (floored, also before 1970).
@@ -182,20 +170,12 @@ pub(crate) fn close_window(
 }
 
 pub(crate) fn upsert_hourly_stats(conn: &Connection, s: &HourlyStats) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "INSERT INTO hourly_stats (hour_start, instance, frames, records, duplicates,
              decode_errors, acks, ack_p50_ms, ack_p95_ms, ack_p99_ms, devices_active,
              connections_max, db_bytes, updated_at_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT (hour_start, instance) DO UPDATE SET
-             frames = excluded.frames, records = excluded.records,
-             duplicates = excluded.duplicates, decode_errors = excluded.decode_errors,
-             acks = excluded.acks, ack_p50_ms = excluded.ack_p50_ms,
-             ack_p95_ms = excluded.ack_p95_ms, ack_p99_ms = excluded.ack_p99_ms,
-             devices_active = excluded.devices_active,
-             connections_max = excluded.connections_max, db_bytes = excluded.db_bytes,
-             updated_at_us = excluded.updated_at_us",
-    )?
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) {HOURLY_UPSERT}"
+    ))?
     .execute(params![
         s.hour_start,
         s.instance,

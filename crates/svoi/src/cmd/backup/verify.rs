@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use svoi_store::backup::{self as store_backup, PgTools};
+use svoi_store::backup::{self as store_backup, PgTools, Snapshot};
 use svoi_store::{DbUrl, LogResult, RowCounts};
 
 use super::manifest::{self, Manifest};
@@ -175,12 +175,7 @@ fn verify_sqlite(dir: &Path, manifest: &Manifest, data: &Path, report: &mut Repo
                 ))
             };
             report.push("integrity", outcome, ms(clock));
-            report.run("row_counts", || {
-                compare_counts(&manifest.row_counts, &check.snapshot.counts)
-            });
-            report.run("schema_version", || {
-                compare_schema(manifest.schema_version, check.snapshot.schema_version)
-            });
+            compare_with_manifest(report, manifest, &check.snapshot);
         }
         Err(e) => {
             report.push("integrity", fail(format!("{e:#}")), ms(clock));
@@ -188,6 +183,17 @@ fn verify_sqlite(dir: &Path, manifest: &Manifest, data: &Path, report: &mut Repo
         }
     }
     Ok(())
+}
+
+/// The `row_counts` and `schema_version` items: what the scratch database holds against what
+/// the manifest says.
+fn compare_with_manifest(report: &mut Report, manifest: &Manifest, snapshot: &Snapshot) {
+    report.run("row_counts", || {
+        compare_counts(&manifest.row_counts, &snapshot.counts)
+    });
+    report.run("schema_version", || {
+        compare_schema(manifest.schema_version, snapshot.schema_version)
+    });
 }
 
 /// `pg_restore` into a scratch database on the configured PostgreSQL server, then counts and
@@ -215,12 +221,7 @@ fn verify_postgres(loaded: &Loaded, manifest: &Manifest, data: &Path, report: &m
                 )),
                 ms(clock),
             );
-            report.run("row_counts", || {
-                compare_counts(&manifest.row_counts, &check.snapshot.counts)
-            });
-            report.run("schema_version", || {
-                compare_schema(manifest.schema_version, check.snapshot.schema_version)
-            });
+            compare_with_manifest(report, manifest, &check.snapshot);
         }
         Err(e) => {
             report.push("integrity", fail(format!("{e:#}")), ms(clock));
