@@ -127,6 +127,12 @@ pub const ALERTS: &[Alert] = &[
         "no successful backup for too long",
     ),
     alert(
+        "BackupVerifyFailed",
+        Warning,
+        "06-backup-restore",
+        "the newest backup verification failed",
+    ),
+    alert(
         "DiskSpaceLow",
         Critical,
         "04-db-slow",
@@ -375,7 +381,7 @@ fn condition(name: &str, i: &Inputs, t: &AlertsConfig) -> (Option<bool>, String)
             }
             (None, _) => (
                 None,
-                "no backup metrics (svoi backs up from issue #7 on)".into(),
+                "no backup in the maintenance log yet (svoi backup create)".into(),
             ),
         },
         "NoRecentBackup" => match b.value("svoi_backup_last_success_timestamp_seconds") {
@@ -393,7 +399,21 @@ fn condition(name: &str, i: &Inputs, t: &AlertsConfig) -> (Option<bool>, String)
             }
             None => (
                 None,
-                "no backup metrics (svoi backs up from issue #7 on)".into(),
+                "no backup in the maintenance log yet (svoi backup create)".into(),
+            ),
+        },
+        "BackupVerifyFailed" => match b.value("svoi_backup_last_verify_success") {
+            Some(ok) => (
+                Some(ok == 0.0),
+                if ok == 0.0 {
+                    "the newest backup verification failed".to_owned()
+                } else {
+                    "the newest backup verification passed".to_owned()
+                },
+            ),
+            None => (
+                None,
+                "no backup verification in the maintenance log yet (svoi backup verify)".into(),
             ),
         },
         "DiskSpaceLow" => match b.disk_space().filter(|d| d.total > 0) {
