@@ -154,8 +154,9 @@ pub fn health(loaded: &Loaded, api: Option<&str>) -> Result<Report> {
     Ok(report)
 }
 
-/// The API base URL, refusing anything but `http://` and `https://` URLs (a usage error).
-fn api_base(loaded: &Loaded, flag: Option<&str>) -> Result<String> {
+/// The API base URL, refusing anything but `http://` and `https://` URLs (a usage error);
+/// every command that talks to the API (smoke, health, maintenance) takes its `--api` here.
+pub fn api_base(loaded: &Loaded, flag: Option<&str>) -> Result<String> {
     let base = probe::api_base(&loaded.config, flag);
     let rest = base
         .strip_prefix("http://")

@@ -20,6 +20,7 @@ use svoi_store::LogResult;
 
 use super::Schedule;
 use crate::cmd::alerts::{self, State};
+use crate::cmd::smoke::api_base;
 use crate::cmd::smoke::report::{Outcome, Report, fail, one_line, pass, skip};
 use crate::config::Loaded;
 use crate::oplog::{Op, now_us};
@@ -111,18 +112,6 @@ pub fn run(loaded: &Loaded, schedule: Schedule, api: Option<&str>, json: bool) -
         json!({ "schedule": schedule.as_str(), "items": items }),
     );
     Ok(ExitCode::from(report.exit_code()))
-}
-
-/// The API base URL (a usage error for anything but http(s)).
-pub fn api_base(loaded: &Loaded, flag: Option<&str>) -> Result<String> {
-    let base = probe::api_base(&loaded.config, flag);
-    let rest = base
-        .strip_prefix("http://")
-        .or_else(|| base.strip_prefix("https://"));
-    match rest {
-        Some(host) if !host.is_empty() => Ok(base),
-        _ => anyhow::bail!("--api {base:?}: expected a URL such as http://127.0.0.1:8080"),
-    }
 }
 
 /// A checklist (the health check, the post-check) as one item: its summary, and the failed

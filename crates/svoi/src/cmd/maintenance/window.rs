@@ -19,9 +19,9 @@ use svoi_store::{LogResult, NewWindow, Window};
 
 use super::log::{duration_text, time_text};
 use super::notify::{Alertmanager, Notifier, Silence};
-use super::scheduled::api_base;
 use crate::cmd::backup::{self, BackupKind};
 use crate::cmd::smoke;
+use crate::cmd::smoke::api_base;
 use crate::config::Loaded;
 use crate::oplog::{Op, now_us, operator};
 
